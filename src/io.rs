@@ -1,0 +1,354 @@
+//! The only code that touches the file system.
+//!
+//! Everything brook does to files goes through this module: creating and
+//! fsyncing directories, atomic replacement of metadata files, the
+//! directory lock, segment data files (allocate, truncate, sync, map). Keeping
+//! it in one place keeps the durability rules in one place:
+//!
+//! - A new file or directory is durable only once its parent directory is
+//!   fsynced; callers that create entries say so with [`sync_dir`].
+//! - Metadata files are replaced atomically: write a temporary file, fsync
+//!   it, rename it over the old one, fsync the directory ([`write_atomic`]).
+//!   A crash leaves the old or the new contents, never a mix.
+//! - Segment files grow by `posix_fallocate` before they are written through
+//!   a memory map, so running out of disk is an `Err`, never a `SIGBUS`.
+//!
+//! Errors name the operation and the path.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use memmap2::{Mmap, MmapOptions, MmapRaw};
+
+use crate::error::{Error, Result};
+
+/// Creates `path` and any missing parents, then fsyncs the parent of `path`
+/// so the new entry is durable.
+pub(crate) fn create_dir_durable(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Fsyncs a directory, making the entries created or removed in it durable.
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
+    let dir = File::open(path).map_err(|e| Error::io("open directory", path, e))?;
+    dir.sync_all()
+        .map_err(|e| Error::io("fsync directory", path, e))
+}
+
+/// Replaces `path` with `data` atomically and durably.
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    {
+        let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        f.write_all(data).map_err(|e| Error::io("write", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
+    sync_dir(parent_of(path))
+}
+
+/// The temporary name [`write_atomic`] writes through; leftovers of a crash
+/// carry this suffix and can be removed.
+pub(crate) const TMP_SUFFIX: &str = ".tmp";
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(TMP_SUFFIX);
+    PathBuf::from(s)
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Reads a whole file, or `None` if it does not exist.
+pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", path, e)),
+    }
+}
+
+/// Removes a file; a missing file is not an error.
+pub(crate) fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
+/// Removes a directory tree; a missing one is not an error.
+pub(crate) fn remove_dir_all(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove directory", path, e)),
+    }
+}
+
+/// An entry of a directory listing.
+pub(crate) struct DirEntry {
+    pub name: String,
+    pub is_dir: bool,
+}
+
+/// Lists a directory (names that are not UTF-8 are skipped: brook never
+/// creates them).
+pub(crate) fn list_dir(path: &Path) -> Result<Vec<DirEntry>> {
+    let mut out = Vec::new();
+    let rd = fs::read_dir(path).map_err(|e| Error::io("list directory", path, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io("list directory", path, e))?;
+        let is_dir = entry
+            .file_type()
+            .map_err(|e| Error::io("stat", entry.path(), e))?
+            .is_dir();
+        if let Ok(name) = entry.file_name().into_string() {
+            out.push(DirEntry { name, is_dir });
+        }
+    }
+    Ok(out)
+}
+
+/// Length of a file, or `None` if it does not exist.
+pub(crate) fn file_len(path: &Path) -> Result<Option<u64>> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some(m.len())),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
+}
+
+/// The exclusive lock on a log directory: an OS file lock (`flock`) on
+/// `<dir>/.lock`, released when this value is dropped or the process dies.
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: File,
+    /// The boot id the previous owner of the directory wrote, if any.
+    pub previous_boot_id: Option<String>,
+}
+
+/// Takes the directory lock or fails with [`Error::Locked`].
+pub(crate) fn lock_dir(dir: &Path) -> Result<DirLock> {
+    let path = dir.join(".lock");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { path }),
+        Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+    }
+    let previous = fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
+    let previous_boot_id = previous
+        .lines()
+        .find_map(|l| l.strip_prefix("boot_id="))
+        .map(str::to_owned);
+    let content = format!(
+        "pid={}\nboot_id={}\n",
+        std::process::id(),
+        boot_id().unwrap_or_default()
+    );
+    file.set_len(0)
+        .map_err(|e| Error::io("truncate", &path, e))?;
+    std::io::Seek::rewind(&mut file).map_err(|e| Error::io("seek", &path, e))?;
+    file.write_all(content.as_bytes())
+        .map_err(|e| Error::io("write", &path, e))?;
+    Ok(DirLock {
+        _file: file,
+        previous_boot_id,
+    })
+}
+
+/// An identifier of the running kernel boot (Linux:
+/// `/proc/sys/kernel/random/boot_id`). The page cache survives a process
+/// crash but not a reboot, so a directory last written in this same boot
+/// still holds every byte its previous owner wrote.
+pub(crate) fn boot_id() -> Option<String> {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// A segment data or index file opened for reading and writing.
+#[derive(Debug)]
+pub(crate) struct DataFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl DataFile {
+    /// Creates a new, empty file (fails if it exists).
+    pub(crate) fn create_new(path: &Path) -> Result<DataFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io("create", path, e))?;
+        Ok(DataFile {
+            file,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Opens an existing file, or creates it when `create` is set.
+    pub(crate) fn open(path: &Path, create: bool) -> Result<DataFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io("open", path, e))?;
+        Ok(DataFile {
+            file,
+            path: path.to_owned(),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn len(&self) -> Result<u64> {
+        self.file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| Error::io("stat", &self.path, e))
+    }
+
+    /// Reserves disk blocks for bytes `0..len` (growing the file to `len` if
+    /// shorter), so writes through a map into that range cannot hit ENOSPC.
+    pub(crate) fn allocate(&self, len: u64) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let len = libc::off_t::try_from(len).map_err(|_| {
+            Error::io(
+                "allocate",
+                &self.path,
+                std::io::Error::new(ErrorKind::InvalidInput, "length overflows off_t"),
+            )
+        })?;
+        // SAFETY: the descriptor is open for writing and owned by `self.file`
+        // for the duration of the call; posix_fallocate only reads its
+        // integer arguments.
+        let rc = unsafe { libc::posix_fallocate(self.file.as_raw_fd(), 0, len) };
+        if rc != 0 {
+            return Err(Error::io(
+                "allocate",
+                &self.path,
+                std::io::Error::from_raw_os_error(rc),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Cuts the file to `len` bytes.
+    pub(crate) fn truncate(&self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .map_err(|e| Error::io("truncate", &self.path, e))
+    }
+
+    /// fdatasync: the file's data (and the size needed to read it) is on
+    /// stable storage.
+    pub(crate) fn sync_data(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("fsync", &self.path, e))
+    }
+
+    /// Writes `data` at `pos` (used for index files, never for segment data).
+    pub(crate) fn write_all_at(&self, data: &[u8], pos: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_all_at(data, pos)
+            .map_err(|e| Error::io("write", &self.path, e))
+    }
+
+    /// Maps `capacity` bytes of the file for reading and writing. The file
+    /// may be shorter: the caller must only touch bytes below the file's
+    /// length (see [`allocate`](Self::allocate)).
+    pub(crate) fn map_raw(&self, capacity: u64) -> Result<MmapRaw> {
+        MmapOptions::new()
+            .len(capacity as usize)
+            .map_raw(&self.file)
+            .map_err(|e| Error::io("mmap", &self.path, e))
+    }
+}
+
+/// Maps a whole file read-only; `None` if it is empty or missing.
+pub(crate) fn map_read(path: &Path) -> Result<Option<Mmap>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    if len == 0 {
+        return Ok(None);
+    }
+    // SAFETY: brook never truncates or rewrites a file below the length it
+    // has published to readers (segments only grow until they are closed,
+    // and replaced files are renamed over, leaving this inode intact), so the
+    // mapped bytes stay valid and unchanged while the map lives. Another
+    // process modifying the directory breaks that; the directory lock keeps
+    // other brook processes out.
+    let map = unsafe { MmapOptions::new().len(len as usize).map(&file) }
+        .map_err(|e| Error::io("mmap", path, e))?;
+    Ok(Some(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("meta.json");
+        write_atomic(&p, b"first").unwrap();
+        write_atomic(&p, b"second, longer").unwrap();
+        assert_eq!(read_optional(&p).unwrap().unwrap(), b"second, longer");
+        assert!(!dir.path().join("meta.json.tmp").exists());
+        assert_eq!(read_optional(&dir.path().join("nope")).unwrap(), None);
+    }
+
+    #[test]
+    fn second_lock_is_refused_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_dir(dir.path()).unwrap();
+        assert!(matches!(lock_dir(dir.path()), Err(Error::Locked { .. })));
+        drop(first);
+        let again = lock_dir(dir.path()).unwrap();
+        assert_eq!(again.previous_boot_id, boot_id());
+    }
+
+    #[test]
+    fn allocate_grows_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = DataFile::create_new(&dir.path().join("x.log")).unwrap();
+        f.allocate(8192).unwrap();
+        assert_eq!(f.len().unwrap(), 8192);
+        f.truncate(100).unwrap();
+        assert_eq!(f.len().unwrap(), 100);
+        assert!(map_read(&dir.path().join("x.log")).unwrap().is_some());
+    }
+}

@@ -1,0 +1,54 @@
+//! # brook
+//!
+//! An embeddable, Kafka-style commit log: topics split into partitions,
+//! stored on local disk as append-only segments in Kafka's own RecordBatch
+//! v2 format.
+//!
+//! ```text
+//!  Log (a directory, locked by one process)
+//!   ├── topics.json, recovery-checkpoint
+//!   └── Topic "orders" ── partitioner: murmur2(key) % partitions, like Kafka
+//!        ├── Partition 0 ── orders-0/ 00000000000000000000.log  .index  .timeindex
+//!        │                            00000000000000052133.log  ...   (active segment)
+//!        └── Partition 1 ── orders-1/ ...
+//! ```
+//!
+//! - A [`Log`] owns a directory. [`Log::create_topic`] makes a [`Topic`]
+//!   with a fixed [`TopicConfig`]; records are appended with
+//!   [`Topic::append`], [`Topic::send`] or [`Topic::send_batch`] and land in
+//!   one partition each, at the next offset.
+//! - A partition is a sequence of segments; the newest (active) one takes
+//!   appends and rolls at `segment_bytes`. Retention deletes old segments.
+//! - [`Partition::read`] returns [`Message`]s that share the segment's
+//!   memory-mapped bytes (no copy).
+//! - When an append returns, the record is visible to every reader and
+//!   survives `kill -9`; surviving power loss follows [`SyncPolicy`].
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! use brook::{Log, Record, TopicConfig};
+//! let log = Log::open(dir.path())?;
+//! let orders = log.create_topic("orders", TopicConfig::default().partitions(4))?;
+//! let meta = orders.send(Record::new("ordered a book").key("alice").header("trace", "42"))?;
+//! let msgs = orders.partition(meta.partition)?.read(meta.offset, 10)?;
+//! assert_eq!(msgs[0].key(), Some(&b"alice"[..]));
+//! # Ok::<(), brook::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+mod config;
+mod error;
+mod format;
+mod io;
+mod log;
+mod record;
+mod storage;
+mod topic;
+
+pub use config::{
+    CleanupPolicy, LogConfig, SyncPolicy, TopicConfig, MAX_PARTITIONS, MAX_SEGMENT_BYTES,
+};
+pub use error::{Error, Result};
+pub use log::Log;
+pub use record::{Message, Record, RecordMetadata, TopicPartition};
+pub use topic::{murmur2, Partition, Partitioner, Topic};

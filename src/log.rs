@@ -1,0 +1,663 @@
+//! [`Log`]: a directory, its lock, the topic registry and background work.
+//!
+//! Files in a log directory:
+//!
+//! - `.lock` — the OS lock (`flock`) that keeps other `Log`s out; it also
+//!   records the kernel boot id of its last owner (see the storage docs).
+//! - `topics.json` — every topic's [`TopicConfig`]; the source of truth for
+//!   which partition directories belong to the log. Replaced atomically.
+//!   Partition directories are created before a topic is added to it and
+//!   removed after a topic is taken out, so a crash leaves at most orphan
+//!   directories, which the next open removes.
+//! - `recovery-checkpoint` — per partition, the point up to which data is
+//!   fsynced and checked; written by the background thread and at close.
+//! - `.clean-shutdown` — present only between a clean close and the next
+//!   open; it makes the end state in the checkpoint trustworthy.
+//! - `<topic>-<partition>/` — the partition directories.
+//!
+//! Metadata files start with a line holding the CRC-32C of the JSON that
+//! follows, so damage is detected rather than trusted.
+//!
+//! One background thread per log seals idle open batches, runs
+//! `SyncPolicy::Interval` fsyncs, fsyncs rolled segments, applies retention
+//! and writes the checkpoint.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{LogConfig, SyncPolicy, TopicConfig, MAX_PARTITIONS};
+use crate::error::{Error, Result};
+use crate::io::{self, DirLock};
+use crate::storage::{
+    dir_name, now_ms, CleanState, Limits, OpenHints, PartitionLog, RecoveryPoint, OPEN_BATCH_LINGER,
+};
+use crate::topic::{validate_topic_name, Topic, TopicInner};
+
+const TOPICS_FILE: &str = "topics.json";
+const CHECKPOINT_FILE: &str = "recovery-checkpoint";
+const CLEAN_MARKER: &str = ".clean-shutdown";
+/// How often the background thread rewrites the checkpoint (when it changed).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Serialize, Deserialize, Default)]
+struct TopicsFile {
+    version: u32,
+    topics: BTreeMap<String, TopicConfig>,
+}
+
+#[derive(Serialize, Deserialize, Default, PartialEq)]
+struct CheckpointFile {
+    version: u32,
+    partitions: Vec<PartitionCheckpoint>,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
+struct PartitionCheckpoint {
+    topic: String,
+    partition: u32,
+    recovery_segment: u64,
+    recovery_position: u64,
+    clean: Option<CleanCheckpoint>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq)]
+struct CleanCheckpoint {
+    next_offset: u64,
+    active_len: u64,
+    max_timestamp: i64,
+    offset_of_max_timestamp: u64,
+}
+
+/// Writes `value` as `<crc32c hex>\n<json>` atomically.
+fn write_meta<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let json = serde_json::to_vec_pretty(value).expect("metadata serializes");
+    let mut out = format!("{:08x}\n", crc32c::crc32c(&json)).into_bytes();
+    out.extend_from_slice(&json);
+    io::write_atomic(path, &out)
+}
+
+/// Reads a file written by [`write_meta`]; `None` if missing.
+fn read_meta<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+    let Some(bytes) = io::read_optional(path)? else {
+        return Ok(None);
+    };
+    let corrupt = |reason: String| Error::corrupt(path, 0, reason);
+    let nl = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| corrupt("no checksum line".into()))?;
+    let stored = std::str::from_utf8(&bytes[..nl])
+        .ok()
+        .and_then(|s| u32::from_str_radix(s, 16).ok())
+        .ok_or_else(|| corrupt("unreadable checksum line".into()))?;
+    let json = &bytes[nl + 1..];
+    if crc32c::crc32c(json) != stored {
+        return Err(corrupt("CRC-32C mismatch".into()));
+    }
+    serde_json::from_slice(json)
+        .map(Some)
+        .map_err(|e| Error::corrupt(path, (nl + 1) as u64, e.to_string()))
+}
+
+/// An open log directory. Clones share one log; the last handle dropped
+/// closes it.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let log = brook::Log::open(dir.path())?;
+/// let t = log.create_topic("events", brook::TopicConfig::default())?;
+/// t.append("k", "v")?;
+/// let msgs = t.partition(0)?.read(0, 10)?;
+/// assert_eq!(msgs[0].value(), Some(&b"v"[..]));
+/// log.close()?;
+/// # Ok::<(), brook::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Log {
+    inner: Arc<LogInner>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.inner.shared.dir)
+            .field("closed", &self.inner.shared.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+struct LogInner {
+    shared: Arc<Shared>,
+    background: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for LogInner {
+    fn drop(&mut self) {
+        let _ = close(&self.shared, &self.background);
+    }
+}
+
+/// What the background thread shares with the handles.
+struct Shared {
+    dir: PathBuf,
+    config: LogConfig,
+    topics: RwLock<BTreeMap<String, Arc<TopicInner>>>,
+    /// Serializes topic creation, deletion and partition changes.
+    admin: Mutex<()>,
+    closed: AtomicBool,
+    stop: Mutex<bool>,
+    stop_cv: Condvar,
+    lock: Mutex<Option<DirLock>>,
+    last_checkpoint: Mutex<Option<CheckpointFile>>,
+}
+
+impl Log {
+    /// Opens (creating if missing) the log in `dir` with the default config.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Log> {
+        Log::open_with(dir, LogConfig::default())
+    }
+
+    /// Opens (creating if missing) the log in `dir`. Fails with
+    /// [`Error::Locked`] while another `Log` has it open.
+    pub fn open_with(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
+        config.validate()?;
+        let dir = dir.as_ref().to_owned();
+        io::create_dir_durable(&dir)?;
+        let lock = io::lock_dir(&dir)?;
+        let same_boot =
+            matches!((&lock.previous_boot_id, io::boot_id()), (Some(a), Some(b)) if *a == b);
+        let topics_path = dir.join(TOPICS_FILE);
+        let topics_file: TopicsFile = match read_meta(&topics_path)? {
+            Some(t) => t,
+            None => {
+                let partition_dirs = io::list_dir(&dir)?
+                    .into_iter()
+                    .filter(|e| e.is_dir && parse_partition_dir(&e.name).is_some())
+                    .count();
+                if partition_dirs > 0 {
+                    return Err(Error::corrupt(
+                        &topics_path,
+                        0,
+                        format!("missing, but {partition_dirs} partition directories exist"),
+                    ));
+                }
+                let t = TopicsFile {
+                    version: 1,
+                    topics: BTreeMap::new(),
+                };
+                write_meta(&topics_path, &t)?;
+                t
+            }
+        };
+        // A damaged checkpoint only costs a full recovery scan.
+        let checkpoint: CheckpointFile = read_meta(&dir.join(CHECKPOINT_FILE))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let marker = dir.join(CLEAN_MARKER);
+        let clean = io::file_len(&marker)?.is_some();
+        if clean {
+            io::remove_file(&marker)?;
+            io::sync_dir(&dir)?;
+        }
+        let by_partition: BTreeMap<(&str, u32), &PartitionCheckpoint> = checkpoint
+            .partitions
+            .iter()
+            .map(|c| ((c.topic.as_str(), c.partition), c))
+            .collect();
+
+        let mut topics = BTreeMap::new();
+        for (name, cfg) in &topics_file.topics {
+            let name_arc: Arc<str> = Arc::from(name.as_str());
+            let mut logs = Vec::with_capacity(cfg.partitions as usize);
+            for p in 0..cfg.partitions {
+                let c = by_partition.get(&(name.as_str(), p));
+                let hints = OpenHints {
+                    recovery: c.map_or_else(RecoveryPoint::default, |c| RecoveryPoint {
+                        segment: c.recovery_segment,
+                        position: c.recovery_position,
+                    }),
+                    clean: c
+                        .and_then(|c| c.clean)
+                        .filter(|_| clean)
+                        .map(|c| CleanState {
+                            next_offset: c.next_offset,
+                            active_len: c.active_len,
+                            max_timestamp: c.max_timestamp,
+                            offset_of_max_timestamp: c.offset_of_max_timestamp,
+                        }),
+                    same_boot,
+                };
+                let part_dir = dir.join(dir_name(name, p));
+                let log = if io::file_len(&part_dir)?.is_some() {
+                    PartitionLog::open(&dir, Arc::clone(&name_arc), p, limits(cfg), hints)?
+                } else {
+                    // Lost between creation and the topics file: start empty.
+                    PartitionLog::create(&dir, Arc::clone(&name_arc), p, limits(cfg))?
+                };
+                logs.push(Arc::new(log));
+            }
+            topics.insert(
+                name.clone(),
+                Arc::new(TopicInner::new(name_arc, cfg.clone(), logs, config.sync)),
+            );
+        }
+        remove_orphans(&dir, &topics_file)?;
+
+        let shared = Arc::new(Shared {
+            dir,
+            config,
+            topics: RwLock::new(topics),
+            admin: Mutex::new(()),
+            closed: AtomicBool::new(false),
+            stop: Mutex::new(false),
+            stop_cv: Condvar::new(),
+            lock: Mutex::new(Some(lock)),
+            last_checkpoint: Mutex::new(None),
+        });
+        let bg = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("brook-background".into())
+            .spawn(move || background(bg))
+            .map_err(|e| Error::io("spawn background thread", &shared.dir, e))?;
+        Ok(Log {
+            inner: Arc::new(LogInner {
+                shared,
+                background: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.shared.dir
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed {
+                what: format!("log {} is closed", self.inner.shared.dir.display()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates a topic. Fails with [`Error::TopicExists`],
+    /// [`Error::InvalidTopicName`] or [`Error::InvalidConfig`].
+    pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Topic> {
+        self.check_open()?;
+        validate_topic_name(name)?;
+        config.validate(name)?;
+        let s = &self.inner.shared;
+        let _admin = s.admin.lock();
+        if s.topics.read().contains_key(name) {
+            return Err(Error::TopicExists {
+                topic: name.to_owned(),
+            });
+        }
+        let name_arc: Arc<str> = Arc::from(name);
+        let mut logs = Vec::with_capacity(config.partitions as usize);
+        let created = (|| {
+            for p in 0..config.partitions {
+                // A directory left by a crash before the topics file named it.
+                io::remove_dir_all(&s.dir.join(dir_name(name, p)))?;
+                logs.push(Arc::new(PartitionLog::create(
+                    &s.dir,
+                    Arc::clone(&name_arc),
+                    p,
+                    limits(&config),
+                )?));
+            }
+            let mut file = self.topics_file();
+            file.topics.insert(name.to_owned(), config.clone());
+            write_meta(&s.dir.join(TOPICS_FILE), &file)
+        })();
+        if let Err(e) = created {
+            for log in &logs {
+                let _ = log.delete_files();
+            }
+            return Err(e);
+        }
+        let inner = Arc::new(TopicInner::new(name_arc, config, logs, s.config.sync));
+        s.topics.write().insert(name.to_owned(), Arc::clone(&inner));
+        Ok(Topic::new(inner))
+    }
+
+    fn topics_file(&self) -> TopicsFile {
+        let topics = self.inner.shared.topics.read();
+        TopicsFile {
+            version: 1,
+            topics: topics
+                .iter()
+                .map(|(n, t)| (n.clone(), t.config.read().clone()))
+                .collect(),
+        }
+    }
+
+    /// An existing topic, or [`Error::UnknownTopic`].
+    pub fn topic(&self, name: &str) -> Result<Topic> {
+        self.check_open()?;
+        self.inner
+            .shared
+            .topics
+            .read()
+            .get(name)
+            .map(|t| Topic::new(Arc::clone(t)))
+            .ok_or_else(|| Error::UnknownTopic {
+                topic: name.to_owned(),
+            })
+    }
+
+    /// Names of all topics, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        self.inner.shared.topics.read().keys().cloned().collect()
+    }
+
+    /// Grows a topic to `partitions` in total; never fewer
+    /// ([`Error::InvalidPartitions`]).
+    pub fn add_partitions(&self, name: &str, partitions: u32) -> Result<()> {
+        self.check_open()?;
+        let s = &self.inner.shared;
+        let _admin = s.admin.lock();
+        let topic = s
+            .topics
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopic {
+                topic: name.to_owned(),
+            })?;
+        let current = topic.partitions.read().len() as u32;
+        if partitions <= current {
+            return Err(Error::InvalidPartitions {
+                topic: name.to_owned(),
+                requested: partitions,
+                current,
+            });
+        }
+        if partitions > MAX_PARTITIONS {
+            return Err(Error::config(format!(
+                "topic {name:?}: partitions must be at most {MAX_PARTITIONS}, got {partitions}"
+            )));
+        }
+        let cfg = topic.config.read().clone();
+        let mut new_logs = Vec::new();
+        for p in current..partitions {
+            io::remove_dir_all(&s.dir.join(dir_name(name, p)))?;
+            new_logs.push(Arc::new(PartitionLog::create(
+                &s.dir,
+                Arc::clone(&topic.name),
+                p,
+                limits(&cfg),
+            )?));
+        }
+        let mut file = self.topics_file();
+        file.topics
+            .insert(name.to_owned(), cfg.partitions(partitions));
+        write_meta(&s.dir.join(TOPICS_FILE), &file)?;
+        topic.config.write().partitions = partitions;
+        topic.partitions.write().extend(new_logs);
+        Ok(())
+    }
+
+    /// Deletes a topic and its data. Handles to it fail with
+    /// [`Error::UnknownTopic`] afterwards; messages already read stay valid.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        self.check_open()?;
+        let s = &self.inner.shared;
+        let _admin = s.admin.lock();
+        let topic = s
+            .topics
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopic {
+                topic: name.to_owned(),
+            })?;
+        let mut file = self.topics_file();
+        file.topics.remove(name);
+        write_meta(&s.dir.join(TOPICS_FILE), &file)?;
+        s.topics.write().remove(name);
+        topic.deleted.store(true, Ordering::Release);
+        for log in topic.partitions.read().iter() {
+            log.delete_files()?;
+        }
+        io::sync_dir(&s.dir)
+    }
+
+    /// Hands everything appended so far to the OS as whole batches (it is
+    /// already safe from a process crash; see [`sync`](Self::sync) for power loss).
+    pub fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        for log in self.inner.shared.partitions() {
+            log.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Forces everything appended so far to stable storage (fsync).
+    pub fn sync(&self) -> Result<()> {
+        self.check_open()?;
+        for log in self.inner.shared.partitions() {
+            log.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Clean shutdown: seals and fsyncs every partition, records the end
+    /// state so the next open needs no recovery, and releases the lock.
+    /// Later calls on this log (or its topics) fail with [`Error::Closed`].
+    pub fn close(&self) -> Result<()> {
+        close(&self.inner.shared, &self.inner.background)
+    }
+}
+
+impl Shared {
+    fn partitions(&self) -> Vec<Arc<PartitionLog>> {
+        self.topics
+            .read()
+            .values()
+            .flat_map(|t| t.partitions.read().clone())
+            .collect()
+    }
+
+    fn checkpoint(&self, clean: &BTreeMap<(String, u32), CleanState>) -> CheckpointFile {
+        let mut partitions = Vec::new();
+        for t in self.topics.read().values() {
+            for log in t.partitions.read().iter() {
+                let rp = log.recovery_point();
+                let c = clean.get(&(log.topic.to_string(), log.partition));
+                partitions.push(PartitionCheckpoint {
+                    topic: log.topic.to_string(),
+                    partition: log.partition,
+                    recovery_segment: rp.segment,
+                    recovery_position: rp.position,
+                    clean: c.map(|c| CleanCheckpoint {
+                        next_offset: c.next_offset,
+                        active_len: c.active_len,
+                        max_timestamp: c.max_timestamp,
+                        offset_of_max_timestamp: c.offset_of_max_timestamp,
+                    }),
+                });
+            }
+        }
+        CheckpointFile {
+            version: 1,
+            partitions,
+        }
+    }
+
+    /// Writes the checkpoint if it changed since the last write.
+    fn write_checkpoint(&self) -> Result<()> {
+        let cp = self.checkpoint(&BTreeMap::new());
+        let mut last = self.last_checkpoint.lock();
+        if last.as_ref() == Some(&cp) {
+            return Ok(());
+        }
+        write_meta(&self.dir.join(CHECKPOINT_FILE), &cp)?;
+        *last = Some(cp);
+        Ok(())
+    }
+}
+
+fn close(shared: &Arc<Shared>, background: &Mutex<Option<JoinHandle<()>>>) -> Result<()> {
+    if shared.closed.swap(true, Ordering::AcqRel) {
+        return Ok(());
+    }
+    *shared.stop.lock() = true;
+    shared.stop_cv.notify_all();
+    if let Some(h) = background.lock().take() {
+        let _ = h.join();
+    }
+    let mut clean = BTreeMap::new();
+    let mut first_err = None;
+    for log in shared.partitions() {
+        match log.close() {
+            Ok((_, state)) => {
+                clean.insert((log.topic.to_string(), log.partition), state);
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    let result = match first_err {
+        Some(e) => Err(e),
+        None => write_meta(
+            &shared.dir.join(CHECKPOINT_FILE),
+            &shared.checkpoint(&clean),
+        )
+        .and_then(|()| io::write_atomic(&shared.dir.join(CLEAN_MARKER), b"")),
+    };
+    shared.lock.lock().take();
+    result
+}
+
+/// The background loop: runs until the log closes.
+fn background(shared: Arc<Shared>) {
+    let sync_interval = match shared.config.sync {
+        SyncPolicy::Interval(d) => Some(d),
+        _ => None,
+    };
+    let retention_every = shared.config.retention_check_interval;
+    let tick = [
+        Some(Duration::from_millis(500)),
+        sync_interval,
+        Some(retention_every),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .expect("a tick");
+    let mut last_retention = Instant::now();
+    let mut last_checkpoint = Instant::now();
+    loop {
+        {
+            let mut stop = shared.stop.lock();
+            if !*stop {
+                shared.stop_cv.wait_for(&mut stop, tick);
+            }
+            if *stop {
+                return;
+            }
+        }
+        let partitions = shared.partitions();
+        for log in &partitions {
+            log.seal_if_idle(OPEN_BATCH_LINGER);
+            if sync_interval.is_some() {
+                // A failed fsync has already made the partition read-only;
+                // appenders see the error.
+                let _ = log.sync();
+            }
+            let _ = log.flush_rolled();
+        }
+        if last_retention.elapsed() >= retention_every {
+            last_retention = Instant::now();
+            let now = now_ms();
+            for log in &partitions {
+                let _ = log.apply_retention(now);
+            }
+        }
+        if last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
+            last_checkpoint = Instant::now();
+            let _ = shared.write_checkpoint();
+        }
+    }
+}
+
+fn limits(cfg: &TopicConfig) -> Limits {
+    Limits {
+        segment_bytes: cfg.segment_bytes,
+        retention_bytes: cfg.retention_bytes,
+        retention_ms: cfg
+            .retention
+            .map(|d| d.as_millis().min(u64::MAX as u128) as u64),
+    }
+}
+
+/// `<topic>-<partition>` with a valid topic name.
+fn parse_partition_dir(name: &str) -> Option<(&str, u32)> {
+    let (topic, p) = name.rsplit_once('-')?;
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || validate_topic_name(topic).is_err()
+    {
+        return None;
+    }
+    Some((topic, p.parse().ok()?))
+}
+
+/// Removes partition directories the topics file does not name (left by a
+/// crash during topic creation or deletion).
+fn remove_orphans(dir: &Path, topics: &TopicsFile) -> Result<()> {
+    let mut removed = false;
+    for e in io::list_dir(dir)? {
+        if !e.is_dir {
+            continue;
+        }
+        if let Some((topic, p)) = parse_partition_dir(&e.name) {
+            let owned = topics.topics.get(topic).is_some_and(|c| p < c.partitions);
+            if !owned {
+                io::remove_dir_all(&dir.join(&e.name))?;
+                removed = true;
+            }
+        }
+    }
+    if removed {
+        io::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_files_detect_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m");
+        write_meta(&p, &TopicsFile::default()).unwrap();
+        assert!(read_meta::<TopicsFile>(&p).unwrap().is_some());
+        let mut b = std::fs::read(&p).unwrap();
+        let last = b.len() - 2;
+        b[last] ^= 1;
+        std::fs::write(&p, b).unwrap();
+        assert!(matches!(
+            read_meta::<TopicsFile>(&p),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn partition_dir_names_parse_from_the_right() {
+        assert_eq!(parse_partition_dir("my-topic-12"), Some(("my-topic", 12)));
+        assert_eq!(parse_partition_dir("orders"), None);
+        assert_eq!(parse_partition_dir("a-b"), None);
+    }
+}

@@ -1,0 +1,13 @@
+//! The storage engine: segments and partition logs.
+//!
+//! Data flows one way: a partition log appends into its active segment
+//! through the [`io`](crate::io) module; reads share the segments' mapped
+//! bytes. Nothing here knows about topics beyond a name for messages and
+//! errors.
+
+mod partition_log;
+mod segment;
+
+pub(crate) use partition_log::{
+    dir_name, now_ms, CleanState, Limits, OpenHints, PartitionLog, RecoveryPoint, OPEN_BATCH_LINGER,
+};

@@ -1,0 +1,458 @@
+//! Topic and partition handles, and partitioning.
+//!
+//! `Topic::append` picks a partition (explicit, custom [`Partitioner`],
+//! murmur2 of the key like the Java client, or round robin for unkeyed
+//! records), validates the record, and hands it to that partition's log.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::config::{SyncPolicy, TopicConfig};
+use crate::error::{Error, Result};
+use crate::format::RecordParts;
+use crate::record::{Message, Record, RecordMetadata};
+use crate::storage::{now_ms, PartitionLog};
+
+/// Chooses the partition of a record that has no explicit partition.
+///
+/// ```
+/// struct ByLength;
+/// impl brook::Partitioner for ByLength {
+///     fn partition(&self, _key: Option<&[u8]>, value: &[u8], partitions: u32) -> u32 {
+///         value.len() as u32 % partitions
+///     }
+/// }
+/// ```
+pub trait Partitioner: Send + Sync + 'static {
+    /// Returns a partition in `0..partitions`; anything else makes the
+    /// append fail with [`Error::UnknownPartition`].
+    fn partition(&self, key: Option<&[u8]>, value: &[u8], partitions: u32) -> u32;
+}
+
+/// Kafka's `Utils.murmur2`: the hash the Java client's default partitioner
+/// applies to keys (seed `0x9747b28c`).
+pub fn murmur2(data: &[u8]) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h: u32 = 0x9747_b28c ^ (len as u32);
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = chunks.remainder();
+    if tail.len() >= 3 {
+        h ^= (tail[2] as u32) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= (tail[1] as u32) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= tail[0] as u32;
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition Kafka's default partitioner gives a key.
+pub(crate) fn key_partition(key: &[u8], partitions: u32) -> u32 {
+    ((murmur2(key) as u32) & 0x7fff_ffff) % partitions
+}
+
+/// Kafka's topic name rule: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub(crate) fn validate_topic_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("empty")
+    } else if name == "." || name == ".." {
+        Some("'.' and '..' are not allowed")
+    } else if name.len() > 249 {
+        Some("longer than 249 characters")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        Some("only ASCII letters, digits, '.', '_' and '-' are allowed")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidTopicName {
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Shared state of one topic.
+pub(crate) struct TopicInner {
+    pub name: Arc<str>,
+    pub config: RwLock<TopicConfig>,
+    pub partitions: RwLock<Vec<Arc<PartitionLog>>>,
+    pub deleted: AtomicBool,
+    pub sync: SyncPolicy,
+    round_robin: AtomicU32,
+}
+
+impl TopicInner {
+    pub(crate) fn new(
+        name: Arc<str>,
+        config: TopicConfig,
+        partitions: Vec<Arc<PartitionLog>>,
+        sync: SyncPolicy,
+    ) -> Self {
+        TopicInner {
+            name,
+            config: RwLock::new(config),
+            partitions: RwLock::new(partitions),
+            deleted: AtomicBool::new(false),
+            sync,
+            round_robin: AtomicU32::new(0),
+        }
+    }
+}
+
+/// A handle to a topic: appends records and opens partitions. Cheap to clone.
+#[derive(Clone)]
+pub struct Topic {
+    inner: Arc<TopicInner>,
+    partitioner: Option<Arc<dyn Partitioner>>,
+}
+
+impl fmt::Debug for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Topic")
+            .field("name", &self.inner.name)
+            .field("partitions", &self.partition_count())
+            .field("custom_partitioner", &self.partitioner.is_some())
+            .finish()
+    }
+}
+
+impl Topic {
+    pub(crate) fn new(inner: Arc<TopicInner>) -> Topic {
+        Topic {
+            inner,
+            partitioner: None,
+        }
+    }
+
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Number of partitions now.
+    pub fn partition_count(&self) -> u32 {
+        self.inner.partitions.read().len() as u32
+    }
+
+    /// The topic's configuration.
+    pub fn config(&self) -> TopicConfig {
+        self.inner.config.read().clone()
+    }
+
+    /// The same topic with a custom partitioner for records without an
+    /// explicit partition.
+    pub fn with_partitioner(&self, partitioner: impl Partitioner) -> Topic {
+        Topic {
+            inner: Arc::clone(&self.inner),
+            partitioner: Some(Arc::new(partitioner)),
+        }
+    }
+
+    /// A handle to one partition, for reading.
+    pub fn partition(&self, partition: u32) -> Result<Partition> {
+        self.check_live()?;
+        let parts = self.inner.partitions.read();
+        let log = parts
+            .get(partition as usize)
+            .ok_or_else(|| self.unknown_partition(partition, parts.len() as u32))?;
+        Ok(Partition {
+            log: Arc::clone(log),
+        })
+    }
+
+    /// Appends a keyed record; the key picks the partition.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let log = brook::Log::open(dir.path())?;
+    /// let orders = log.create_topic("orders", brook::TopicConfig::default().partitions(4))?;
+    /// let meta = orders.append("alice", "ordered a book")?;
+    /// assert_eq!(meta.offset, 0);
+    /// # Ok::<(), brook::Error>(())
+    /// ```
+    pub fn append(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<RecordMetadata> {
+        let parts = RecordParts {
+            key: Some(key.as_ref()),
+            value: Some(value.as_ref()),
+            headers: &[],
+        };
+        self.append_one(parts, None, None)
+    }
+
+    /// Appends a [`Record`] (key, headers, partition and timestamp optional).
+    pub fn send(&self, record: Record) -> Result<RecordMetadata> {
+        let parts = RecordParts {
+            key: record.key.as_deref(),
+            value: record.value.as_deref(),
+            headers: &record.headers,
+        };
+        self.append_one(parts, record.partition, record.timestamp)
+    }
+
+    fn append_one(
+        &self,
+        parts: RecordParts<'_>,
+        partition: Option<u32>,
+        timestamp: Option<i64>,
+    ) -> Result<RecordMetadata> {
+        self.check_live()?;
+        let ts = self.check_record(&parts, timestamp)?;
+        let logs = self.inner.partitions.read();
+        let n = logs.len() as u32;
+        let p = match partition {
+            Some(p) => p,
+            None => self.choose(parts.key, parts.value, n, None),
+        };
+        let log = logs
+            .get(p as usize)
+            .ok_or_else(|| self.unknown_partition(p, n))?;
+        let mut offset = 0;
+        let end = log.append([(parts, ts)], |o, _| offset = o)?;
+        let log = Arc::clone(log);
+        drop(logs);
+        if self.inner.sync == SyncPolicy::Always {
+            log.sync_to(end)?;
+        }
+        Ok(RecordMetadata {
+            partition: p,
+            offset,
+            timestamp: ts,
+        })
+    }
+
+    /// Appends records in order; records for one partition keep their order
+    /// and unkeyed ones all go to one partition per call (sticky). Every
+    /// record is checked before any is written.
+    pub fn send_batch(
+        &self,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<Vec<RecordMetadata>> {
+        self.check_live()?;
+        let records: Vec<Record> = records.into_iter().collect();
+        let now = now_ms();
+        let logs = self.inner.partitions.read();
+        let n = logs.len() as u32;
+        let sticky = self.inner.round_robin.fetch_add(1, Ordering::Relaxed) % n;
+        let mut plan: Vec<(u32, usize, i64)> = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            let parts = parts_of(r);
+            let ts = self.check_record(&parts, r.timestamp.or(Some(now)))?;
+            let p = match r.partition {
+                Some(p) => p,
+                None => self.choose(parts.key, parts.value, n, Some(sticky)),
+            };
+            if p >= n {
+                return Err(self.unknown_partition(p, n));
+            }
+            plan.push((p, i, ts));
+        }
+        plan.sort_by_key(|&(p, i, _)| (p, i));
+        let mut metas = vec![
+            RecordMetadata {
+                partition: 0,
+                offset: 0,
+                timestamp: 0
+            };
+            records.len()
+        ];
+        let mut to_sync = Vec::new();
+        for run in plan.chunk_by(|a, b| a.0 == b.0) {
+            let p = run[0].0;
+            let log = &logs[p as usize];
+            let mut slots = run.iter();
+            let end = log.append(
+                run.iter().map(|&(_, i, ts)| (parts_of(&records[i]), ts)),
+                |offset, timestamp| {
+                    let &(_, i, _) = slots.next().expect("one slot per record");
+                    metas[i] = RecordMetadata {
+                        partition: p,
+                        offset,
+                        timestamp,
+                    };
+                },
+            )?;
+            to_sync.push((Arc::clone(log), end));
+        }
+        drop(logs);
+        if self.inner.sync == SyncPolicy::Always {
+            for (log, end) in to_sync {
+                log.sync_to(end)?;
+            }
+        }
+        Ok(metas)
+    }
+
+    fn check_live(&self) -> Result<()> {
+        if self.inner.deleted.load(Ordering::Acquire) {
+            return Err(Error::UnknownTopic {
+                topic: self.inner.name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks size and timestamp; returns the timestamp to store.
+    fn check_record(&self, parts: &RecordParts<'_>, timestamp: Option<i64>) -> Result<i64> {
+        let max = self.inner.config.read().max_record_bytes;
+        let size = parts.encoded_len(0, 0);
+        if size > max {
+            return Err(Error::RecordTooLarge {
+                topic: self.inner.name.to_string(),
+                size,
+                max,
+            });
+        }
+        match timestamp {
+            Some(ts) if ts < 0 => Err(Error::InvalidRecord {
+                topic: self.inner.name.to_string(),
+                reason: format!("timestamp {ts} is negative (Kafka requires >= 0)"),
+            }),
+            Some(ts) => Ok(ts),
+            None => Ok(now_ms()),
+        }
+    }
+
+    fn choose(&self, key: Option<&[u8]>, value: Option<&[u8]>, n: u32, sticky: Option<u32>) -> u32 {
+        if let Some(p) = &self.partitioner {
+            return p.partition(key, value.unwrap_or(&[]), n);
+        }
+        match (key, sticky) {
+            (Some(k), _) => key_partition(k, n),
+            (None, Some(s)) => s,
+            (None, None) => self.inner.round_robin.fetch_add(1, Ordering::Relaxed) % n,
+        }
+    }
+
+    fn unknown_partition(&self, partition: u32, partitions: u32) -> Error {
+        Error::UnknownPartition {
+            topic: self.inner.name.to_string(),
+            partition,
+            partitions,
+        }
+    }
+}
+
+fn parts_of(r: &Record) -> RecordParts<'_> {
+    RecordParts {
+        key: r.key.as_deref(),
+        value: r.value.as_deref(),
+        headers: &r.headers,
+    }
+}
+
+/// A handle to one partition of a topic, for reading. Cheap to clone.
+#[derive(Clone)]
+pub struct Partition {
+    log: Arc<PartitionLog>,
+}
+
+impl fmt::Debug for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Partition({}-{})", self.log.topic, self.log.partition)
+    }
+}
+
+impl Partition {
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.log.topic
+    }
+
+    /// The partition number.
+    pub fn id(&self) -> u32 {
+        self.log.partition
+    }
+
+    /// First offset still stored (moves forward as retention deletes segments).
+    pub fn start_offset(&self) -> u64 {
+        self.log.start_offset()
+    }
+
+    /// The offset the next record will get.
+    pub fn end_offset(&self) -> u64 {
+        self.log.end_offset()
+    }
+
+    /// Up to `max_records` messages from `from_offset` in offset order; at
+    /// least one when `from_offset < end_offset()`, none at `end_offset()`.
+    /// Offsets outside `start_offset()..=end_offset()` are
+    /// [`Error::OffsetOutOfRange`].
+    pub fn read(&self, from_offset: u64, max_records: usize) -> Result<Vec<Message>> {
+        self.log.read(from_offset, max_records)
+    }
+
+    /// The earliest offset whose timestamp is at least `timestamp_ms`, or
+    /// `None` if every record is older.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
+        self.log.offset_for_timestamp(timestamp_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafkas_published_vectors() {
+        // Kafka's UtilsTest.testMurmur2.
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973932308),
+            (b"foobar", -790332482),
+            (b"a-little-bit-long-string", -985981536),
+            (b"a-little-bit-longer-string", -1486304829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
+            (b"abc", 479470107),
+        ];
+        for (key, want) in cases {
+            assert_eq!(
+                murmur2(key),
+                want,
+                "murmur2({:?})",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+
+    #[test]
+    fn topic_names_follow_kafkas_rule() {
+        for ok in ["a", "orders", "a.b_c-d", &"x".repeat(249)] {
+            validate_topic_name(ok).unwrap();
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "ü", &"x".repeat(250)] {
+            assert!(
+                matches!(
+                    validate_topic_name(bad),
+                    Err(Error::InvalidTopicName { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+}
