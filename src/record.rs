@@ -136,27 +136,92 @@ impl fmt::Display for TopicPartition {
     }
 }
 
-/// A record read from a partition. Cheap to clone; owns its bytes, which
-/// are shared with the segment's memory map (no copy), so a `Message` stays
-/// valid after the log is closed or the segment deleted.
+/// The bytes a read shares with its messages: a published, immutable range
+/// of a segment's memory map, and the topic name.
+pub(crate) struct ReadRegion {
+    pub(crate) topic: Arc<str>,
+    /// Keeps the mapping alive.
+    pub(crate) _map: Arc<crate::storage::SegmentMap>,
+    pub(crate) ptr: *const u8,
+    pub(crate) len: usize,
+}
+
+// SAFETY: the region is read-only and immutable while it lives (see
+// `ReadRegion::bytes`); the map it points into is `Send + Sync`.
+unsafe impl Send for ReadRegion {}
+// SAFETY: as above; shared access is read-only.
+unsafe impl Sync for ReadRegion {}
+
+impl ReadRegion {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr+len` lies within the mapped file below the
+        // length published to readers when the region was made; brook never
+        // writes there again (the writer appends past the published end and
+        // sealing touches only the open batch's header, which no region
+        // covers), never truncates below it, and `_map` keeps the mapping
+        // alive. Deleting or renaming the file leaves the mapping valid.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// `Bytes` owner for [`Message::key_bytes`] and [`Message::value_bytes`].
+struct RegionSlice {
+    region: Arc<ReadRegion>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for RegionSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.region.bytes()[self.start..self.end]
+    }
+}
+
+/// A `(start, length)` field of a record in its region; length -1 is null.
+#[derive(Clone, Copy)]
+pub(crate) struct Field {
+    pub(crate) start: u32,
+    pub(crate) len: i32,
+}
+
+impl Field {
+    pub(crate) fn from_range(r: Option<(usize, usize)>) -> Field {
+        match r {
+            Some((s, e)) => Field {
+                start: s as u32,
+                len: (e - s) as i32,
+            },
+            None => Field { start: 0, len: -1 },
+        }
+    }
+
+    fn range(self) -> Option<std::ops::Range<usize>> {
+        (self.len >= 0).then(|| self.start as usize..self.start as usize + self.len as usize)
+    }
+}
+
+/// A record read from a partition. Cheap to clone (one reference count);
+/// owns its bytes, which are shared with the segment's memory map (no
+/// copy), so a `Message` stays valid after the log is closed or the segment
+/// deleted.
 #[derive(Clone)]
 pub struct Message {
-    pub(crate) topic: Arc<str>,
-    pub(crate) partition: u32,
+    pub(crate) region: Arc<ReadRegion>,
     pub(crate) offset: u64,
     pub(crate) timestamp: i64,
-    /// The record's bytes; the ranges below index into it.
-    pub(crate) data: Bytes,
-    pub(crate) key: Option<(u32, u32)>,
-    pub(crate) value: Option<(u32, u32)>,
+    pub(crate) partition: u32,
+    pub(crate) key: Field,
+    pub(crate) value: Field,
     pub(crate) headers_start: u32,
     pub(crate) header_count: u32,
+    /// End of the record in the region.
+    pub(crate) end: u32,
 }
 
 impl Message {
     /// The topic it was read from.
     pub fn topic(&self) -> &str {
-        &self.topic
+        &self.region.topic
     }
 
     /// The partition it was read from.
@@ -176,40 +241,48 @@ impl Message {
 
     /// Its key, if any.
     pub fn key(&self) -> Option<&[u8]> {
-        self.key.map(|(s, e)| &self.data[s as usize..e as usize])
+        self.key.range().map(|r| &self.region.bytes()[r])
     }
 
     /// Its value; `None` for a tombstone.
     pub fn value(&self) -> Option<&[u8]> {
-        self.value.map(|(s, e)| &self.data[s as usize..e as usize])
+        self.value.range().map(|r| &self.region.bytes()[r])
     }
 
     /// Its headers in order: `(name, value)`.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         HeaderIter {
-            buf: &self.data,
+            buf: &self.region.bytes()[..self.end as usize],
             pos: self.headers_start as usize,
             left: self.header_count,
         }
     }
 
-    /// The key as shared bytes (no copy).
-    pub fn key_bytes(&self) -> Option<Bytes> {
-        self.key
-            .map(|(s, e)| self.data.slice(s as usize..e as usize))
+    fn shared(&self, f: Field) -> Option<Bytes> {
+        f.range().map(|r| {
+            Bytes::from_owner(RegionSlice {
+                region: Arc::clone(&self.region),
+                start: r.start,
+                end: r.end,
+            })
+        })
     }
 
-    /// The value as shared bytes (no copy).
+    /// The key as shared bytes (no copy of the data).
+    pub fn key_bytes(&self) -> Option<Bytes> {
+        self.shared(self.key)
+    }
+
+    /// The value as shared bytes (no copy of the data).
     pub fn value_bytes(&self) -> Option<Bytes> {
-        self.value
-            .map(|(s, e)| self.data.slice(s as usize..e as usize))
+        self.shared(self.value)
     }
 }
 
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")
-            .field("topic", &self.topic)
+            .field("topic", &self.topic())
             .field("partition", &self.partition)
             .field("offset", &self.offset)
             .field("timestamp", &self.timestamp)

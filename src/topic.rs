@@ -4,6 +4,7 @@
 //! murmur2 of the key like the Java client, or round robin for unkeyed
 //! records), validates the record, and hands it to that partition's log.
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -98,6 +99,8 @@ pub(crate) fn validate_topic_name(name: &str) -> Result<()> {
 /// Shared state of one topic.
 pub(crate) struct TopicInner {
     pub name: Arc<str>,
+    /// Copy of `config.max_record_bytes` (fixed for a topic's life).
+    max_record_bytes: usize,
     pub config: RwLock<TopicConfig>,
     pub partitions: RwLock<Vec<Arc<PartitionLog>>>,
     pub deleted: AtomicBool,
@@ -114,6 +117,7 @@ impl TopicInner {
     ) -> Self {
         TopicInner {
             name,
+            max_record_bytes: config.max_record_bytes,
             config: RwLock::new(config),
             partitions: RwLock::new(partitions),
             deleted: AtomicBool::new(false),
@@ -195,21 +199,17 @@ impl Topic {
     /// # Ok::<(), brook::Error>(())
     /// ```
     pub fn append(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<RecordMetadata> {
-        let parts = RecordParts {
-            key: Some(key.as_ref()),
-            value: Some(value.as_ref()),
-            headers: &[],
-        };
+        let parts = RecordParts::new(Some(key.as_ref()), Some(value.as_ref()), &[]);
         self.append_one(parts, None, None)
     }
 
     /// Appends a [`Record`] (key, headers, partition and timestamp optional).
     pub fn send(&self, record: Record) -> Result<RecordMetadata> {
-        let parts = RecordParts {
-            key: record.key.as_deref(),
-            value: record.value.as_deref(),
-            headers: &record.headers,
-        };
+        let parts = RecordParts::new(
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+        );
         self.append_one(parts, record.partition, record.timestamp)
     }
 
@@ -247,18 +247,22 @@ impl Topic {
     /// Appends records in order; records for one partition keep their order
     /// and unkeyed ones all go to one partition per call (sticky). Every
     /// record is checked before any is written.
-    pub fn send_batch(
+    ///
+    /// Takes owned records or references (`&records` appends a `Vec<Record>`
+    /// without consuming or cloning it).
+    pub fn send_batch<R: Borrow<Record>>(
         &self,
-        records: impl IntoIterator<Item = Record>,
+        records: impl IntoIterator<Item = R>,
     ) -> Result<Vec<RecordMetadata>> {
         self.check_live()?;
-        let records: Vec<Record> = records.into_iter().collect();
+        let records: Vec<R> = records.into_iter().collect();
         let now = now_ms();
         let logs = self.inner.partitions.read();
         let n = logs.len() as u32;
         let sticky = self.inner.round_robin.fetch_add(1, Ordering::Relaxed) % n;
-        let mut plan: Vec<(u32, usize, i64)> = Vec::with_capacity(records.len());
+        let mut plan: Vec<(u32, usize, i64, RecordParts<'_>)> = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
+            let r = r.borrow();
             let parts = parts_of(r);
             let ts = self.check_record(&parts, r.timestamp.or(Some(now)))?;
             let p = match r.partition {
@@ -268,9 +272,11 @@ impl Topic {
             if p >= n {
                 return Err(self.unknown_partition(p, n));
             }
-            plan.push((p, i, ts));
+            plan.push((p, i, ts, parts));
         }
-        plan.sort_by_key(|&(p, i, _)| (p, i));
+        if !plan.is_sorted_by_key(|e| e.0) {
+            plan.sort_by_key(|e| (e.0, e.1));
+        }
         let mut metas = vec![
             RecordMetadata {
                 partition: 0,
@@ -285,9 +291,9 @@ impl Topic {
             let log = &logs[p as usize];
             let mut slots = run.iter();
             let end = log.append(
-                run.iter().map(|&(_, i, ts)| (parts_of(&records[i]), ts)),
+                run.iter().map(|&(_, _, ts, parts)| (parts, ts)),
                 |offset, timestamp| {
-                    let &(_, i, _) = slots.next().expect("one slot per record");
+                    let &(_, i, _, _) = slots.next().expect("one slot per record");
                     metas[i] = RecordMetadata {
                         partition: p,
                         offset,
@@ -317,7 +323,7 @@ impl Topic {
 
     /// Checks size and timestamp; returns the timestamp to store.
     fn check_record(&self, parts: &RecordParts<'_>, timestamp: Option<i64>) -> Result<i64> {
-        let max = self.inner.config.read().max_record_bytes;
+        let max = self.inner.max_record_bytes;
         let size = parts.encoded_len(0, 0);
         if size > max {
             return Err(Error::RecordTooLarge {
@@ -340,6 +346,9 @@ impl Topic {
         if let Some(p) = &self.partitioner {
             return p.partition(key, value.unwrap_or(&[]), n);
         }
+        if n == 1 {
+            return 0;
+        }
         match (key, sticky) {
             (Some(k), _) => key_partition(k, n),
             (None, Some(s)) => s,
@@ -357,11 +366,7 @@ impl Topic {
 }
 
 fn parts_of(r: &Record) -> RecordParts<'_> {
-    RecordParts {
-        key: r.key.as_deref(),
-        value: r.value.as_deref(),
-        headers: &r.headers,
-    }
+    RecordParts::new(r.key.as_deref(), r.value.as_deref(), &r.headers)
 }
 
 /// A handle to one partition of a topic, for reading. Cheap to clone.

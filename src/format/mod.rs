@@ -269,6 +269,8 @@ pub(crate) struct RecordParts<'a> {
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
     pub headers: &'a [(String, bytes::Bytes)],
+    /// Body bytes that do not depend on the deltas (computed once).
+    fixed_len: usize,
 }
 
 fn opt_len(b: Option<&[u8]>) -> usize {
@@ -278,16 +280,30 @@ fn opt_len(b: Option<&[u8]>) -> usize {
     }
 }
 
-impl RecordParts<'_> {
-    /// Bytes after the `length` field for the given deltas.
-    pub(crate) fn body_len(&self, timestamp_delta: i64, offset_delta: i32) -> usize {
-        let mut n = 1 + varint_len(timestamp_delta) + varint_len(offset_delta as i64);
-        n += opt_len(self.key) + opt_len(self.value);
-        n += varint_len(self.headers.len() as i64);
-        for (name, value) in self.headers {
-            n += opt_len(Some(name.as_bytes())) + opt_len(Some(value));
+impl<'a> RecordParts<'a> {
+    pub(crate) fn new(
+        key: Option<&'a [u8]>,
+        value: Option<&'a [u8]>,
+        headers: &'a [(String, bytes::Bytes)],
+    ) -> Self {
+        // attributes + key + value + header count + headers
+        let mut fixed_len = 1 + opt_len(key) + opt_len(value);
+        fixed_len += varint_len(headers.len() as i64);
+        for (name, v) in headers {
+            fixed_len += opt_len(Some(name.as_bytes())) + opt_len(Some(v));
         }
-        n
+        RecordParts {
+            key,
+            value,
+            headers,
+            fixed_len,
+        }
+    }
+
+    /// Bytes after the `length` field for the given deltas.
+    #[inline]
+    pub(crate) fn body_len(&self, timestamp_delta: i64, offset_delta: i32) -> usize {
+        self.fixed_len + varint_len(timestamp_delta) + varint_len(offset_delta as i64)
     }
 
     /// Bytes of the record including its `length` prefix.
@@ -298,8 +314,21 @@ impl RecordParts<'_> {
 
     /// Writes the record at the start of `dst` and returns its length.
     /// `dst` must hold at least [`encoded_len`](Self::encoded_len) bytes.
+    #[cfg(test)]
     pub(crate) fn encode(&self, dst: &mut [u8], timestamp_delta: i64, offset_delta: i32) -> usize {
         let body = self.body_len(timestamp_delta, offset_delta);
+        self.encode_body(dst, body, timestamp_delta, offset_delta)
+    }
+
+    /// [`encode`](Self::encode) with the body length already computed by
+    /// [`body_len`](Self::body_len) for the same deltas.
+    pub(crate) fn encode_body(
+        &self,
+        dst: &mut [u8],
+        body: usize,
+        timestamp_delta: i64,
+        offset_delta: i32,
+    ) -> usize {
         let mut p = write_varint(dst, 0, body as i64);
         dst[p] = 0;
         p += 1;
@@ -461,10 +490,131 @@ pub(crate) struct RecordView {
     pub header_count: u32,
 }
 
+/// A forward reader for the hot decode path: `None` on any malformation,
+/// with every step inlined so values stay in registers.
+struct Cursor<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    #[inline(always)]
+    fn raw(&mut self, max_bytes: usize) -> Option<u64> {
+        let first = *self.b.get(self.pos)?;
+        self.pos += 1;
+        if first < 0x80 {
+            return Some(first as u64);
+        }
+        let mut z = (first & 0x7f) as u64;
+        for i in 1..max_bytes {
+            let byte = *self.b.get(self.pos)?;
+            self.pos += 1;
+            z |= ((byte & 0x7f) as u64) << (7 * i);
+            if byte < 0x80 {
+                return Some(z);
+            }
+        }
+        None
+    }
+
+    #[inline(always)]
+    fn varint(&mut self) -> Option<i32> {
+        let z = self.raw(5)?;
+        if z > u32::MAX as u64 {
+            return None;
+        }
+        Some((((z >> 1) as i64) ^ -((z & 1) as i64)) as i32)
+    }
+
+    #[inline(always)]
+    fn varlong(&mut self) -> Option<i64> {
+        let z = self.raw(10)?;
+        Some(((z >> 1) as i64) ^ -((z & 1) as i64))
+    }
+
+    /// A length-prefixed field: `Some(None)` for null (-1).
+    #[inline(always)]
+    fn field(&mut self) -> Option<Option<(usize, usize)>> {
+        let len = self.varint()?;
+        if len == -1 {
+            return Some(None);
+        }
+        let start = self.pos;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        if end > self.b.len() {
+            return None;
+        }
+        self.pos = end;
+        Some(Some((start, end)))
+    }
+}
+
 impl RecordView {
     /// Decodes the record starting at `buf[pos]`, checking every length
     /// against the record's own `length` and header names for UTF-8.
+    #[inline]
     pub(crate) fn decode(buf: &[u8], pos: usize) -> Result<RecordView, FormatError> {
+        match Self::decode_fast(buf, pos) {
+            Some(r) => Ok(r),
+            None => Err(Self::explain(buf, pos)),
+        }
+    }
+
+    #[inline(always)]
+    fn decode_fast(buf: &[u8], pos: usize) -> Option<RecordView> {
+        let mut c = Cursor { b: buf, pos };
+        let len = c.varint()?;
+        if len < 6 {
+            return None;
+        }
+        let body_start = c.pos;
+        let end = body_start.checked_add(len as usize)?;
+        if end > buf.len() {
+            return None;
+        }
+        let mut c = Cursor {
+            b: &buf[..end],
+            pos: body_start + 1, // attributes
+        };
+        let timestamp_delta = c.varlong()?;
+        let offset_delta = c.varint()?;
+        let key = c.field()?;
+        let value = c.field()?;
+        let count = c.varint()?;
+        if count < 0 || offset_delta < 0 {
+            return None;
+        }
+        let headers_start = c.pos;
+        for _ in 0..count {
+            let (s, e) = c.field()??;
+            std::str::from_utf8(&buf[s..e]).ok()?;
+            c.field()?;
+        }
+        if c.pos != end {
+            return None;
+        }
+        Some(RecordView {
+            body_start,
+            end,
+            timestamp_delta,
+            offset_delta,
+            key,
+            value,
+            headers: (headers_start, end),
+            header_count: count as u32,
+        })
+    }
+
+    /// Says why [`decode_fast`](Self::decode_fast) refused a record.
+    #[cold]
+    fn explain(buf: &[u8], pos: usize) -> FormatError {
+        match Self::decode_checked(buf, pos) {
+            Err(e) => e,
+            Ok(_) => FormatError::new("malformed record"),
+        }
+    }
+
+    fn decode_checked(buf: &[u8], pos: usize) -> Result<RecordView, FormatError> {
         let (len, p) = read_varint(buf, pos)?;
         if len < 6 {
             return Err(FormatError::new(format!(
@@ -597,11 +747,7 @@ mod tests {
         let headers = vec![("trace".to_string(), Bytes::from_static(b"42"))];
         let mut max_ts = base_ts;
         for (i, (k, v, ts)) in records.iter().enumerate() {
-            let parts = RecordParts {
-                key: *k,
-                value: *v,
-                headers: if i % 2 == 0 { &headers } else { &[] },
-            };
+            let parts = RecordParts::new(*k, *v, if i % 2 == 0 { &headers } else { &[] });
             let n = parts.encode(&mut buf[pos..], ts - base_ts, i as i32);
             assert_eq!(n, parts.encoded_len(ts - base_ts, i as i32));
             pos += n;

@@ -4,6 +4,7 @@
 use super::FormatError;
 
 /// Bytes needed to write `v` zig-zag encoded.
+#[inline]
 pub(crate) fn varint_len(v: i64) -> usize {
     let z = ((v << 1) ^ (v >> 63)) as u64;
     // Each byte carries 7 bits; 0 still takes one byte.
@@ -11,6 +12,7 @@ pub(crate) fn varint_len(v: i64) -> usize {
 }
 
 /// Writes `v` zig-zag encoded at `dst[pos..]`; returns the position after it.
+#[inline]
 pub(crate) fn write_varint(dst: &mut [u8], mut pos: usize, v: i64) -> usize {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
@@ -37,12 +39,20 @@ fn read_raw(b: &[u8], mut pos: usize, max_bytes: usize) -> Result<(u64, usize), 
     Err(FormatError(format!("varint longer than {max_bytes} bytes")))
 }
 
+#[inline]
 fn unzigzag(z: u64) -> i64 {
     ((z >> 1) as i64) ^ -((z & 1) as i64)
 }
 
 /// Reads a 32-bit zig-zag varint (at most 5 bytes).
+#[inline]
 pub(crate) fn read_varint(b: &[u8], pos: usize) -> Result<(i32, usize), FormatError> {
+    // Most fields (lengths, deltas, counts) fit in one byte.
+    if let Some(&byte) = b.get(pos) {
+        if byte < 0x80 {
+            return Ok((unzigzag(byte as u64) as i32, pos + 1));
+        }
+    }
     let (z, p) = read_raw(b, pos, 5)?;
     if z > u32::MAX as u64 {
         return Err(FormatError(format!("varint {z} overflows 32 bits")));
@@ -51,7 +61,13 @@ pub(crate) fn read_varint(b: &[u8], pos: usize) -> Result<(i32, usize), FormatEr
 }
 
 /// Reads a 64-bit zig-zag varlong (at most 10 bytes).
+#[inline]
 pub(crate) fn read_varlong(b: &[u8], pos: usize) -> Result<(i64, usize), FormatError> {
+    if let Some(&byte) = b.get(pos) {
+        if byte < 0x80 {
+            return Ok((unzigzag(byte as u64), pos + 1));
+        }
+    }
     let (z, p) = read_raw(b, pos, 10)?;
     Ok((unzigzag(z), p))
 }

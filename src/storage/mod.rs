@@ -8,6 +8,8 @@
 mod partition_log;
 mod segment;
 
+pub(crate) use segment::SegmentMap;
+
 pub(crate) use partition_log::{
     dir_name, now_ms, CleanState, Limits, OpenHints, PartitionLog, RecoveryPoint, OPEN_BATCH_LINGER,
 };

@@ -59,20 +59,19 @@ use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 
 use super::segment::{
-    read_offset_entry, read_time_entry, scan_batches, shared_bytes, IndexBuilder, Scan, Segment,
+    read_offset_entry, read_time_entry, scan_batches, share_region, IndexBuilder, Scan, Segment,
     SegmentMap, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES,
 };
 use crate::error::{Error, Result};
 use crate::format::{
-    self, BatchHeader, NewBatch, RecordParts, RecordView, BATCH_HEADER_BYTES,
+    self, varint_len, BatchHeader, NewBatch, RecordParts, RecordView, BATCH_HEADER_BYTES,
     NO_PARTITION_LEADER_EPOCH, RECORDS_COUNT_OFFSET,
 };
 use crate::io::{self, DataFile};
-use crate::record::Message;
+use crate::record::{Field, Message, ReadRegion};
 
 /// An open batch is sealed once it holds this many bytes (Kafka's default
 /// producer `batch.size`).
@@ -191,8 +190,11 @@ pub(crate) struct PartitionLog {
     /// Offsets below this are on stable storage.
     durable_offset: AtomicU64,
     sync_lock: Mutex<RecoveryPoint>,
-    /// Bumped on every append; consumers wait on `appended`.
-    append_seq: Mutex<u64>,
+    /// Bumped on every append; readers waiting for data sleep on `appended`
+    /// (registered in `waiters`, so appends skip the notification when none).
+    append_seq: AtomicU64,
+    waiters: std::sync::atomic::AtomicUsize,
+    wait_lock: Mutex<()>,
     appended: Condvar,
 }
 
@@ -258,7 +260,9 @@ impl PartitionLog {
             }),
             durable_offset: AtomicU64::new(0),
             sync_lock: Mutex::new(recovery),
-            append_seq: Mutex::new(0),
+            append_seq: AtomicU64::new(0),
+            waiters: std::sync::atomic::AtomicUsize::new(0),
+            wait_lock: Mutex::new(()),
             appended: Condvar::new(),
         }
     }
@@ -489,6 +493,7 @@ impl PartitionLog {
     {
         let mut st = self.state.lock();
         self.check_writable(&st)?;
+        let segments_before = st.closed.len();
         let result = (|| {
             for (parts, ts) in records {
                 let offset = st.append_one(&self.dir, self.limits, parts, ts)?;
@@ -496,11 +501,11 @@ impl PartitionLog {
             }
             Ok(st.next_offset)
         })();
-        let rolled = st.closed.len();
+        let rolled = st.closed.len() > segments_before;
         drop(st);
         if result.is_ok() {
             self.notify_append();
-            if rolled > 0 && self.has_retention() {
+            if rolled && self.has_retention() {
                 self.apply_retention(now_ms())?;
             }
         }
@@ -511,11 +516,16 @@ impl PartitionLog {
         self.limits.retention_bytes.is_some() || self.limits.retention_ms.is_some()
     }
 
+    /// Wakes readers waiting for data. Costs one atomic increment and one
+    /// load when nobody waits.
     fn notify_append(&self) {
-        let mut seq = self.append_seq.lock();
-        *seq = seq.wrapping_add(1);
-        drop(seq);
-        self.appended.notify_all();
+        // SeqCst pairs with a waiter that registers in `waiters` and then
+        // reads `append_seq`: one of the two always sees the other.
+        self.append_seq.fetch_add(1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _guard = self.wait_lock.lock();
+            self.appended.notify_all();
+        }
     }
 
     /// First offset still stored.
@@ -855,7 +865,8 @@ impl PartitionLog {
         // Offsets are not covered by the CRC: check that each batch follows
         // the previous one and stays below the segment's end.
         let mut expected_base = (start == 0).then_some(seg.base_offset);
-        let bytes = shared_bytes(map, start, end);
+        let region = share_region(&self.topic, map, start, end);
+        let bytes = region.bytes();
         let mut pos = 0usize;
         while pos < bytes.len() && out.len() < max {
             let abs = start + pos as u64;
@@ -887,12 +898,11 @@ impl PartitionLog {
             seg.verify_batch(abs, &rest[..len])
                 .map_err(ReadError::Error)?;
             if h.last_offset() >= from {
-                let batch = bytes.slice(pos..pos + len);
                 decode_records(
-                    &self.topic,
+                    &region,
                     self.partition,
-                    &batch,
-                    BATCH_HEADER_BYTES,
+                    pos..pos + len,
+                    pos + BATCH_HEADER_BYTES,
                     h.records_count as u32,
                     h.base_offset as u64,
                     h.base_timestamp,
@@ -915,13 +925,14 @@ impl PartitionLog {
         max: usize,
         out: &mut Vec<Message>,
     ) {
-        let bytes = shared_bytes(map, o.start + BATCH_HEADER_BYTES as u64, o.end);
+        let region = share_region(&self.topic, map, o.start + BATCH_HEADER_BYTES as u64, o.end);
         // Records of the open batch were encoded by this process under the
         // lock; decoding them cannot fail short of a bug.
+        let len = region.len;
         let r = decode_records(
-            &self.topic,
+            &region,
             self.partition,
-            &bytes,
+            0..len,
             0,
             u32::MAX,
             o.base_offset,
@@ -1045,14 +1056,14 @@ impl ReadError {
     }
 }
 
-/// Decodes up to `count` records of `batch` starting at `pos`, pushing those
-/// with offset `>= from` until `out` holds `max`. With `count == u32::MAX`
-/// decodes until the end of `batch`.
+/// Decodes up to `count` records of the batch occupying `batch` of the
+/// region, starting at `pos`, pushing those with offset `>= from` until `out`
+/// holds `max`. With `count == u32::MAX` decodes until the end of `batch`.
 #[allow(clippy::too_many_arguments)]
 fn decode_records(
-    topic: &Arc<str>,
+    region: &Arc<ReadRegion>,
     partition: u32,
-    batch: &Bytes,
+    batch: std::ops::Range<usize>,
     mut pos: usize,
     count: u32,
     base_offset: u64,
@@ -1061,22 +1072,22 @@ fn decode_records(
     max: usize,
     out: &mut Vec<Message>,
 ) -> std::result::Result<(), format::FormatError> {
+    let bytes = &region.bytes()[..batch.end];
     let mut i = 0u32;
-    while i < count && pos < batch.len() && out.len() < max {
-        let r = RecordView::decode(batch, pos)?;
+    while i < count && pos < batch.end && out.len() < max {
+        let r = RecordView::decode(bytes, pos)?;
         let offset = base_offset + r.offset_delta as u64;
         if offset >= from {
-            let rel = |(s, e): (usize, usize)| ((s - pos) as u32, (e - pos) as u32);
             out.push(Message {
-                topic: Arc::clone(topic),
-                partition,
+                region: Arc::clone(region),
                 offset,
                 timestamp: base_timestamp.wrapping_add(r.timestamp_delta),
-                data: batch.slice(pos..r.end),
-                key: r.key.map(rel),
-                value: r.value.map(rel),
-                headers_start: (r.headers.0 - pos) as u32,
+                partition,
+                key: Field::from_range(r.key),
+                value: Field::from_range(r.value),
+                headers_start: r.headers.0 as u32,
                 header_count: r.header_count,
+                end: r.end as u32,
             });
         }
         pos = r.end;
@@ -1227,12 +1238,13 @@ impl State {
             if let Some(open) = &a.open {
                 let ts_delta = ts - open.base_timestamp;
                 let off_delta = offset - open.base_offset;
-                let len = parts.encoded_len(ts_delta, off_delta as i32) as u64;
+                let body = parts.body_len(ts_delta, off_delta as i32);
+                let len = (varint_len(body as i64) + body) as u64;
                 let fits_batch = a.write_pos - open.start + len <= BATCH_TARGET_BYTES
                     && off_delta < i32::MAX as u64;
                 if fits_batch && a.write_pos + len <= a.capacity {
                     a.ensure_allocated(a.write_pos + len)?;
-                    a.write_record(parts, ts_delta, off_delta as i32, len, offset, ts);
+                    a.write_record(parts, body, ts_delta, off_delta as i32, len, ts);
                     self.next_offset += 1;
                     return Ok(offset);
                 }
@@ -1253,9 +1265,10 @@ impl State {
             // always fits (segment_bytes >= max record + header).
             let open = a.open.as_ref().expect("just opened");
             let ts_delta = ts - open.base_timestamp;
-            let rec_len = parts.encoded_len(ts_delta, 0) as u64;
+            let body = parts.body_len(ts_delta, 0);
+            let rec_len = (varint_len(body as i64) + body) as u64;
             a.ensure_allocated(a.write_pos + rec_len)?;
-            a.write_record(parts, ts_delta, 0, rec_len, offset, ts);
+            a.write_record(parts, body, ts_delta, 0, rec_len, ts);
             self.next_offset += 1;
             return Ok(offset);
         }
@@ -1310,9 +1323,20 @@ impl State {
         self.seal_open();
         let a = &mut self.active;
         a.file.truncate(a.write_pos)?;
-        write_index_files(&a.seg, &a.ix)?;
+        // The indexes are fsynced with the segment by the background flush;
+        // until then the segment is after the recovery point, and recovery
+        // rebuilds them.
         let mut ix = a.ix.clone();
         ix.add_time_entry(a.seg.base_offset);
+        for (path, bytes) in [
+            (&a.seg.index_path, ix.encode_offsets()),
+            (&a.seg.timeindex_path, ix.encode_times()),
+        ] {
+            let f = DataFile::open(path, true)?;
+            f.truncate(0)?;
+            f.write_all_at(&bytes, 0)?;
+            self.unsynced.push(Arc::new(f));
+        }
         a.seg.set_closed(a.write_pos, Some(ix.max_timestamp));
         let new_active = Active::create(dir, self.next_offset, limits.segment_bytes)?;
         let old = std::mem::replace(&mut self.active, new_active);
@@ -1401,15 +1425,15 @@ impl Active {
         self.write_pos += BATCH_HEADER_BYTES as u64;
     }
 
-    /// Encodes a record at `write_pos` and commits it to the open batch.
-    #[allow(clippy::too_many_arguments)]
+    /// Encodes a record (`body` from `RecordParts::body_len`, `len` with
+    /// its length prefix) at `write_pos` and commits it to the open batch.
     fn write_record(
         &mut self,
         parts: RecordParts<'_>,
+        body: usize,
         ts_delta: i64,
         off_delta: i32,
         len: u64,
-        _offset: u64,
         ts: i64,
     ) {
         let open = self.open.as_mut().expect("an open batch");
@@ -1422,7 +1446,7 @@ impl Active {
                 len as usize,
             )
         };
-        let written = parts.encode(dst, ts_delta, off_delta);
+        let written = parts.encode_body(dst, body, ts_delta, off_delta);
         debug_assert_eq!(written as u64, len);
         open.count += 1;
         open.max_timestamp = open.max_timestamp.max(ts);
@@ -1463,11 +1487,7 @@ mod tests {
         for i in from..from + n {
             let key = format!("key-{i}");
             let value = vec![(i % 251) as u8; value_len];
-            let parts = RecordParts {
-                key: Some(key.as_bytes()),
-                value: Some(&value),
-                headers: &[],
-            };
+            let parts = RecordParts::new(Some(key.as_bytes()), Some(&value), &[]);
             log.append([(parts, 1_000 + i as i64)], |_, _| {}).unwrap();
         }
     }
@@ -1591,11 +1611,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap();
         let headers = vec![("h".to_string(), Bytes::from_static(b"v"))];
-        let parts = RecordParts {
-            key: None,
-            value: Some(b"hello"),
-            headers: &headers,
-        };
+        let parts = RecordParts::new(None, Some(b"hello"), &headers);
         log.append([(parts, 5)], |_, _| {}).unwrap();
         let msgs = log.read(0, 1).unwrap();
         log.close().unwrap();

@@ -19,13 +19,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use memmap2::{Mmap, MmapRaw};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::format::{validate_batch, BatchHeader};
 use crate::io;
+use crate::record::ReadRegion;
 
 /// Bytes of log between two offset-index entries (Kafka's `index.interval.bytes`).
 pub(crate) const INDEX_INTERVAL_BYTES: u64 = 4096;
@@ -61,34 +61,22 @@ impl SegmentMap {
     }
 }
 
-/// A published, immutable byte range of a map: the owner behind a `Bytes`.
-struct MapRegion {
-    map: Arc<SegmentMap>,
-    start: usize,
-    len: usize,
-}
-
-impl AsRef<[u8]> for MapRegion {
-    fn as_ref(&self) -> &[u8] {
-        // SAFETY: `start..start+len` lies within the map's file length (the
-        // caller of `shared_bytes` guarantees it) and holds bytes that were
-        // published to readers, which nothing writes again: the writer only
-        // writes past the published end, and sealing writes only the header
-        // of the open batch, which is never part of a published region
-        // until it is sealed. The `Arc` keeps the map alive.
-        unsafe { std::slice::from_raw_parts(self.map.ptr().add(self.start), self.len) }
-    }
-}
-
-/// Shares bytes `start..end` of `map` without copying.
+/// Shares bytes `start..end` of `map` with readers, without copying.
 ///
 /// The caller guarantees the range is within the mapped file and no longer
-/// written (see [`MapRegion`]).
-pub(crate) fn shared_bytes(map: &Arc<SegmentMap>, start: u64, end: u64) -> Bytes {
+/// written (see [`ReadRegion::bytes`]).
+pub(crate) fn share_region(
+    topic: &Arc<str>,
+    map: &Arc<SegmentMap>,
+    start: u64,
+    end: u64,
+) -> Arc<ReadRegion> {
     debug_assert!(start <= end);
-    Bytes::from_owner(MapRegion {
-        map: Arc::clone(map),
-        start: start as usize,
+    Arc::new(ReadRegion {
+        topic: Arc::clone(topic),
+        _map: Arc::clone(map),
+        // SAFETY: `start` is within the mapping (the caller's guarantee).
+        ptr: unsafe { map.ptr().add(start as usize) },
         len: (end - start) as usize,
     })
 }
