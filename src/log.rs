@@ -327,6 +327,8 @@ impl Log {
         }
         let inner = Arc::new(TopicInner::new(name_arc, config, logs, s.config.sync));
         s.topics.write().insert(name.to_owned(), Arc::clone(&inner));
+        // Drop any recovery point a deleted topic of this name left behind.
+        s.write_checkpoint()?;
         Ok(Topic::new(inner))
     }
 
@@ -404,7 +406,7 @@ impl Log {
         write_meta(&s.dir.join(TOPICS_FILE), &file)?;
         topic.config.write().partitions = partitions;
         topic.partitions.write().extend(new_logs);
-        Ok(())
+        s.write_checkpoint()
     }
 
     /// Deletes a topic and its data. Handles to it fail with
@@ -429,7 +431,8 @@ impl Log {
         for log in topic.partitions.read().iter() {
             log.delete_files()?;
         }
-        io::sync_dir(&s.dir)
+        io::sync_dir(&s.dir)?;
+        s.write_checkpoint()
     }
 
     /// Hands everything appended so far to the OS as whole batches (it is

@@ -154,6 +154,8 @@ struct State {
     dir_dirty: bool,
     failed: Option<(PathBuf, String)>,
     shut: bool,
+    /// The topic was deleted: nothing is readable any more.
+    deleted: bool,
 }
 
 /// What a read does next, decided under the lock.
@@ -257,6 +259,7 @@ impl PartitionLog {
                 dir_dirty: false,
                 failed: None,
                 shut: false,
+                deleted: false,
             }),
             durable_offset: AtomicU64::new(0),
             sync_lock: Mutex::new(recovery),
@@ -688,11 +691,6 @@ impl PartitionLog {
         Ok((point, clean))
     }
 
-    /// Marks the partition closed without flushing (its topic was deleted).
-    pub(crate) fn shut_down(&self) {
-        self.state.lock().shut = true;
-    }
-
     /// Applies retention by size and age; deletes whole closed segments,
     /// oldest first, never the active one.
     pub(crate) fn apply_retention(&self, now_ms: i64) -> Result<()> {
@@ -744,6 +742,11 @@ impl PartitionLog {
         while out.len() < max {
             let plan = {
                 let st = self.state.lock();
+                if st.deleted {
+                    return Err(Error::UnknownTopic {
+                        topic: self.topic.to_string(),
+                    });
+                }
                 let (start, end) = (st.start_offset(), st.next_offset);
                 if next < start || next > end {
                     if first || next > end {
@@ -948,7 +951,9 @@ impl PartitionLog {
     pub(crate) fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
         let (closed, active_max) = {
             let st = self.state.lock();
-            (st.closed.clone(), st.active.ix.max_timestamp)
+            let a = &st.active;
+            let open_max = a.open.as_ref().map_or(-1, |o| o.max_timestamp);
+            (st.closed.clone(), a.ix.max_timestamp.max(open_max))
         };
         for seg in &closed {
             if seg.closed_max_timestamp()? < ts {
@@ -1027,9 +1032,14 @@ impl PartitionLog {
             .unwrap_or(st.next_offset)
     }
 
-    /// Deletes the partition's directory (topic deletion).
+    /// Deletes the partition's directory (topic deletion). Reads fail with
+    /// [`Error::UnknownTopic`] from now on.
     pub(crate) fn delete_files(&self) -> Result<()> {
-        self.shut_down();
+        {
+            let mut st = self.state.lock();
+            st.shut = true;
+            st.deleted = true;
+        }
         io::remove_dir_all(&self.dir)
     }
 }
