@@ -83,6 +83,10 @@ const ALLOC_STEP_MAX: u64 = 64 * 1024 * 1024;
 /// OS writes back valid batches even if nobody syncs.
 pub(crate) const OPEN_BATCH_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A segment rolls before offsets relative to its base (4 bytes in the
+/// index, like Kafka) could overflow.
+const REL_OFFSET_MAX: u64 = i32::MAX as u64 / 2;
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -1262,7 +1266,7 @@ impl State {
                 continue;
             }
             let len = (BATCH_HEADER_BYTES + parts.encoded_len(0, 0)) as u64;
-            let rel_offset_overflow = offset - a.seg.base_offset > i32::MAX as u64 / 2;
+            let rel_offset_overflow = offset - a.seg.base_offset > REL_OFFSET_MAX;
             if (a.write_pos > 0 && a.write_pos + len > limits.segment_bytes) || rel_offset_overflow
             {
                 self.roll(dir, limits)?;
