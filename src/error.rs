@@ -153,6 +153,43 @@ pub enum Error {
         /// The partition.
         partition: u32,
     },
+    /// A group id that cannot be used.
+    #[error("invalid group id {group:?}: {reason}")]
+    InvalidGroupId {
+        /// The rejected id.
+        group: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A consumer used a partition it is not assigned (commit, seek, position).
+    #[error("{topic}-{partition} is not assigned to this consumer of group {group:?}")]
+    NotAssigned {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// A commit from a consumer that no longer owns the partition (evicted
+    /// by its session timeout, or a manual consumer racing a group member).
+    #[error("commit refused for group {group:?}, member {member}: {reason}")]
+    Fenced {
+        /// The group.
+        group: String,
+        /// The refused member.
+        member: String,
+        /// Why.
+        reason: String,
+    },
+    /// An admin operation that needs a group without members.
+    #[error("group {group:?} has {members} active member(s)")]
+    GroupNotEmpty {
+        /// The group.
+        group: String,
+        /// How many members it has.
+        members: usize,
+    },
     /// The log (or the partition, after a failed fsync) no longer takes this call.
     #[error("closed: {what}")]
     Closed {

@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod consumer;
 mod error;
 mod format;
 mod io;
@@ -47,6 +48,10 @@ mod topic;
 
 pub use config::{
     CleanupPolicy, LogConfig, SyncPolicy, TopicConfig, MAX_PARTITIONS, MAX_SEGMENT_BYTES,
+};
+pub use consumer::{
+    Assignor, Consumer, ConsumerConfig, ConsumerGroup, MemberDescription, OffsetReset,
+    PartitionLag, RebalanceContext, RebalanceListener, ResetTo,
 };
 pub use error::{Error, Result};
 pub use log::Log;

@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -33,6 +33,10 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{LogConfig, SyncPolicy, TopicConfig, MAX_PARTITIONS};
+use crate::consumer::{
+    validate_group_id, Consumer, ConsumerConfig, ConsumerGroup, Coordinator, OffsetStore,
+    TopicSource, OFFSETS_TOPIC,
+};
 use crate::error::{Error, Result};
 use crate::io::{self, DirLock};
 use crate::storage::{
@@ -156,6 +160,21 @@ struct Shared {
     stop_cv: Condvar,
     lock: Mutex<Option<DirLock>>,
     last_checkpoint: Mutex<Option<CheckpointFile>>,
+    /// Groups and the committed-offset store (`__consumer_offsets-0`).
+    coordinator: Arc<Coordinator>,
+    /// Bumped when topics are created, deleted or grow (groups reassign).
+    metadata_epoch: AtomicU64,
+}
+
+/// Segment size of the internal offset store: small, it is snapshotted.
+const OFFSETS_SEGMENT_BYTES: u64 = 8 << 20;
+
+fn offsets_limits() -> Limits {
+    Limits {
+        segment_bytes: OFFSETS_SEGMENT_BYTES,
+        retention_bytes: None,
+        retention_ms: None,
+    }
 }
 
 impl Log {
@@ -213,36 +232,43 @@ impl Log {
             .map(|c| ((c.topic.as_str(), c.partition), c))
             .collect();
 
+        let open_partition = |name: &Arc<str>, p: u32, limits: Limits| -> Result<PartitionLog> {
+            let c = by_partition.get(&(&**name, p));
+            let hints = OpenHints {
+                recovery: c.map_or_else(RecoveryPoint::default, |c| RecoveryPoint {
+                    segment: c.recovery_segment,
+                    position: c.recovery_position,
+                }),
+                clean: c
+                    .and_then(|c| c.clean)
+                    .filter(|_| clean)
+                    .map(|c| CleanState {
+                        next_offset: c.next_offset,
+                        active_len: c.active_len,
+                        max_timestamp: c.max_timestamp,
+                        offset_of_max_timestamp: c.offset_of_max_timestamp,
+                    }),
+                same_boot,
+            };
+            if io::file_len(&dir.join(dir_name(name, p)))?.is_some() {
+                PartitionLog::open(&dir, Arc::clone(name), p, limits, hints)
+            } else {
+                // New, or lost between creation and the topics file: start empty.
+                PartitionLog::create(&dir, Arc::clone(name), p, limits)
+            }
+        };
+        let offsets_log = Arc::new(open_partition(
+            &Arc::from(OFFSETS_TOPIC),
+            0,
+            offsets_limits(),
+        )?);
+        let offsets = Arc::new(OffsetStore::open(offsets_log, config.sync)?);
         let mut topics = BTreeMap::new();
         for (name, cfg) in &topics_file.topics {
             let name_arc: Arc<str> = Arc::from(name.as_str());
             let mut logs = Vec::with_capacity(cfg.partitions as usize);
             for p in 0..cfg.partitions {
-                let c = by_partition.get(&(name.as_str(), p));
-                let hints = OpenHints {
-                    recovery: c.map_or_else(RecoveryPoint::default, |c| RecoveryPoint {
-                        segment: c.recovery_segment,
-                        position: c.recovery_position,
-                    }),
-                    clean: c
-                        .and_then(|c| c.clean)
-                        .filter(|_| clean)
-                        .map(|c| CleanState {
-                            next_offset: c.next_offset,
-                            active_len: c.active_len,
-                            max_timestamp: c.max_timestamp,
-                            offset_of_max_timestamp: c.offset_of_max_timestamp,
-                        }),
-                    same_boot,
-                };
-                let part_dir = dir.join(dir_name(name, p));
-                let log = if io::file_len(&part_dir)?.is_some() {
-                    PartitionLog::open(&dir, Arc::clone(&name_arc), p, limits(cfg), hints)?
-                } else {
-                    // Lost between creation and the topics file: start empty.
-                    PartitionLog::create(&dir, Arc::clone(&name_arc), p, limits(cfg))?
-                };
-                logs.push(Arc::new(log));
+                logs.push(Arc::new(open_partition(&name_arc, p, limits(cfg))?));
             }
             topics.insert(
                 name.clone(),
@@ -261,6 +287,8 @@ impl Log {
             stop_cv: Condvar::new(),
             lock: Mutex::new(Some(lock)),
             last_checkpoint: Mutex::new(None),
+            coordinator: Arc::new(Coordinator::new(offsets)),
+            metadata_epoch: AtomicU64::new(0),
         });
         let bg = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
@@ -294,6 +322,12 @@ impl Log {
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Topic> {
         self.check_open()?;
         validate_topic_name(name)?;
+        if RESERVED_TOPICS.contains(&name) {
+            return Err(Error::InvalidTopicName {
+                name: name.to_owned(),
+                reason: "reserved for brook's internal use",
+            });
+        }
         config.validate(name)?;
         let s = &self.inner.shared;
         let _admin = s.admin.lock();
@@ -327,6 +361,7 @@ impl Log {
         }
         let inner = Arc::new(TopicInner::new(name_arc, config, logs, s.config.sync));
         s.topics.write().insert(name.to_owned(), Arc::clone(&inner));
+        s.metadata_epoch.fetch_add(1, Ordering::AcqRel);
         // Drop any recovery point a deleted topic of this name left behind.
         s.write_checkpoint()?;
         Ok(Topic::new(inner))
@@ -406,6 +441,7 @@ impl Log {
         write_meta(&s.dir.join(TOPICS_FILE), &file)?;
         topic.config.write().partitions = partitions;
         topic.partitions.write().extend(new_logs);
+        s.metadata_epoch.fetch_add(1, Ordering::AcqRel);
         s.write_checkpoint()
     }
 
@@ -428,11 +464,43 @@ impl Log {
         write_meta(&s.dir.join(TOPICS_FILE), &file)?;
         s.topics.write().remove(name);
         topic.deleted.store(true, Ordering::Release);
+        s.metadata_epoch.fetch_add(1, Ordering::AcqRel);
+        s.coordinator.offsets.remove_topic(name)?;
         for log in topic.partitions.read().iter() {
             log.delete_files()?;
         }
         io::sync_dir(&s.dir)?;
         s.write_checkpoint()
+    }
+
+    /// A consumer in `group` with the default [`ConsumerConfig`].
+    pub fn consumer(&self, group: &str) -> Result<Consumer> {
+        self.consumer_with(ConsumerConfig::new(group))
+    }
+
+    /// A consumer with this configuration.
+    pub fn consumer_with(&self, config: ConsumerConfig) -> Result<Consumer> {
+        self.check_open()?;
+        let s = &self.inner.shared;
+        let source: Arc<dyn TopicSource> = Arc::clone(s) as Arc<dyn TopicSource>;
+        Consumer::new(config, Arc::clone(&s.coordinator), source)
+    }
+
+    /// The admin view of a consumer group (it need not exist yet).
+    pub fn group(&self, id: &str) -> Result<ConsumerGroup> {
+        self.check_open()?;
+        validate_group_id(id)?;
+        let s = &self.inner.shared;
+        Ok(ConsumerGroup {
+            id: id.to_owned(),
+            coordinator: Arc::clone(&s.coordinator),
+            source: Arc::clone(s) as Arc<dyn TopicSource>,
+        })
+    }
+
+    /// Ids of the groups that have members or committed offsets, sorted.
+    pub fn groups(&self) -> Vec<String> {
+        self.inner.shared.coordinator.group_ids()
     }
 
     /// Hands everything appended so far to the OS as whole batches (it is
@@ -462,19 +530,55 @@ impl Log {
     }
 }
 
-impl Shared {
-    fn partitions(&self) -> Vec<Arc<PartitionLog>> {
+impl TopicSource for Shared {
+    fn partitions(&self, topic: &str) -> Result<Vec<Arc<PartitionLog>>> {
         self.topics
+            .read()
+            .get(topic)
+            .map(|t| t.partitions.read().clone())
+            .ok_or_else(|| Error::UnknownTopic {
+                topic: topic.to_owned(),
+            })
+    }
+
+    fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.topics
+            .read()
+            .get(topic)
+            .map(|t| t.partitions.read().len() as u32)
+    }
+
+    fn metadata_epoch(&self) -> u64 {
+        self.metadata_epoch.load(Ordering::Acquire)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed {
+                what: format!("log {} is closed", self.dir.display()),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Every partition log, the internal offset store included.
+    fn partitions(&self) -> Vec<Arc<PartitionLog>> {
+        let mut all: Vec<Arc<PartitionLog>> = self
+            .topics
             .read()
             .values()
             .flat_map(|t| t.partitions.read().clone())
-            .collect()
+            .collect();
+        all.push(Arc::clone(self.coordinator.offsets.log()));
+        all
     }
 
     fn checkpoint(&self, clean: &BTreeMap<(String, u32), CleanState>) -> CheckpointFile {
         let mut partitions = Vec::new();
-        for t in self.topics.read().values() {
-            for log in t.partitions.read().iter() {
+        for log in self.partitions() {
+            {
                 let rp = log.recovery_point();
                 let c = clean.get(&(log.topic.to_string(), log.partition));
                 partitions.push(PartitionCheckpoint {
@@ -615,6 +719,9 @@ fn parse_partition_dir(name: &str) -> Option<(&str, u32)> {
     Some((topic, p.parse().ok()?))
 }
 
+/// Topic names brook uses itself.
+const RESERVED_TOPICS: [&str; 2] = [OFFSETS_TOPIC, "__transaction_state"];
+
 /// Removes partition directories the topics file does not name (left by a
 /// crash during topic creation or deletion).
 fn remove_orphans(dir: &Path, topics: &TopicsFile) -> Result<()> {
@@ -624,6 +731,9 @@ fn remove_orphans(dir: &Path, topics: &TopicsFile) -> Result<()> {
             continue;
         }
         if let Some((topic, p)) = parse_partition_dir(&e.name) {
+            if RESERVED_TOPICS.contains(&topic) {
+                continue;
+            }
             let owned = topics.topics.get(topic).is_some_and(|c| p < c.partitions);
             if !owned {
                 io::remove_dir_all(&dir.join(&e.name))?;

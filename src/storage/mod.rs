@@ -11,5 +11,6 @@ mod segment;
 pub(crate) use segment::SegmentMap;
 
 pub(crate) use partition_log::{
-    dir_name, now_ms, CleanState, Limits, OpenHints, PartitionLog, RecoveryPoint, OPEN_BATCH_LINGER,
+    dir_name, now_ms, CleanState, Limits, Notify, OpenHints, PartitionLog, RecoveryPoint,
+    OPEN_BATCH_LINGER,
 };

@@ -196,12 +196,40 @@ pub(crate) struct PartitionLog {
     /// Offsets below this are on stable storage.
     durable_offset: AtomicU64,
     sync_lock: Mutex<RecoveryPoint>,
-    /// Bumped on every append; readers waiting for data sleep on `appended`
-    /// (registered in `waiters`, so appends skip the notification when none).
-    append_seq: AtomicU64,
-    waiters: std::sync::atomic::AtomicUsize,
-    wait_lock: Mutex<()>,
-    appended: Condvar,
+    /// Wakers of consumers that read this partition (appends skip the
+    /// notification while `watcher_count` is 0).
+    watchers: Mutex<Vec<std::sync::Weak<Notify>>>,
+    watcher_count: std::sync::atomic::AtomicUsize,
+}
+
+/// A wake-up signal a reader waits on; appends to watched partitions (and
+/// group changes) ring it.
+#[derive(Debug, Default)]
+pub(crate) struct Notify {
+    generation: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Notify {
+    /// Current generation; pass it to [`wait`](Self::wait).
+    pub(crate) fn generation(&self) -> u64 {
+        *self.generation.lock()
+    }
+
+    pub(crate) fn notify(&self) {
+        *self.generation.lock() += 1;
+        self.cv.notify_all();
+    }
+
+    /// Sleeps until the generation moves past `seen` or `deadline` passes.
+    pub(crate) fn wait(&self, seen: u64, deadline: Instant) {
+        let mut g = self.generation.lock();
+        while *g == seen {
+            if self.cv.wait_until(&mut g, deadline).timed_out() {
+                return;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -267,10 +295,8 @@ impl PartitionLog {
             }),
             durable_offset: AtomicU64::new(0),
             sync_lock: Mutex::new(recovery),
-            append_seq: AtomicU64::new(0),
-            waiters: std::sync::atomic::AtomicUsize::new(0),
-            wait_lock: Mutex::new(()),
-            appended: Condvar::new(),
+            watchers: Mutex::new(Vec::new()),
+            watcher_count: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -523,16 +549,60 @@ impl PartitionLog {
         self.limits.retention_bytes.is_some() || self.limits.retention_ms.is_some()
     }
 
-    /// Wakes readers waiting for data. Costs one atomic increment and one
-    /// load when nobody waits.
+    /// Wakes consumers watching this partition. One atomic load when none.
+    /// A consumer registers before it reads, and reads before it sleeps on
+    /// a generation taken before the read, so no append is missed.
     fn notify_append(&self) {
-        // SeqCst pairs with a waiter that registers in `waiters` and then
-        // reads `append_seq`: one of the two always sees the other.
-        self.append_seq.fetch_add(1, Ordering::SeqCst);
-        if self.waiters.load(Ordering::SeqCst) > 0 {
-            let _guard = self.wait_lock.lock();
-            self.appended.notify_all();
+        if self.watcher_count.load(Ordering::SeqCst) > 0 {
+            for w in self.watchers.lock().iter() {
+                if let Some(n) = w.upgrade() {
+                    n.notify();
+                }
+            }
         }
+    }
+
+    /// Rings `notify` on every append until [`unwatch`](Self::unwatch).
+    pub(crate) fn watch(&self, notify: &Arc<Notify>) {
+        let mut w = self.watchers.lock();
+        w.retain(|x| x.strong_count() > 0);
+        w.push(Arc::downgrade(notify));
+        self.watcher_count.store(w.len(), Ordering::SeqCst);
+    }
+
+    pub(crate) fn unwatch(&self, notify: &Arc<Notify>) {
+        let mut w = self.watchers.lock();
+        w.retain(|x| x.strong_count() > 0 && !std::ptr::eq(x.as_ptr(), Arc::as_ptr(notify)));
+        self.watcher_count.store(w.len(), Ordering::SeqCst);
+    }
+
+    /// Closes the active segment now (if it holds data) so that what follows
+    /// starts a new segment; returns the new segment's base offset.
+    pub(crate) fn roll_now(&self) -> Result<u64> {
+        let mut st = self.state.lock();
+        self.check_writable(&st)?;
+        if st.active.write_pos > 0 {
+            st.roll(&self.dir, self.limits)?;
+        }
+        Ok(st.active.seg.base_offset)
+    }
+
+    /// Deletes every closed segment below `base_offset` (which must be a
+    /// segment's base): the log then starts there.
+    pub(crate) fn delete_before(&self, base_offset: u64) -> Result<()> {
+        let doomed: Vec<Arc<Segment>> = {
+            let mut st = self.state.lock();
+            let n = st.closed.partition_point(|s| s.base_offset < base_offset);
+            st.closed.drain(..n).collect()
+        };
+        for seg in &doomed {
+            seg.mark_deleted();
+            seg.delete_files()?;
+        }
+        if !doomed.is_empty() {
+            self.state.lock().dir_dirty = true;
+        }
+        Ok(())
     }
 
     /// First offset still stored.
@@ -738,9 +808,20 @@ impl PartitionLog {
         Ok(())
     }
 
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Reads up to `max` messages from `from`.
     pub(crate) fn read(&self, from: u64, max: usize) -> Result<Vec<Message>> {
         let mut out = Vec::new();
+        self.read_into(from, max, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends up to `max` messages from `from` to `out`.
+    pub(crate) fn read_into(&self, from: u64, max: usize, out: &mut Vec<Message>) -> Result<()> {
+        let max = out.len().saturating_add(max);
         let mut next = from;
         let mut first = true;
         while out.len() < max {
@@ -777,7 +858,7 @@ impl PartitionLog {
             let before = out.len();
             match plan {
                 ReadPlan::Closed { seg, next_base } => {
-                    match self.read_closed(&seg, next_base, next, max, &mut out)? {
+                    match self.read_closed(&seg, next_base, next, max, out)? {
                         true => {}
                         false => continue, // deleted under us: re-plan
                     }
@@ -803,21 +884,21 @@ impl PartitionLog {
                         max,
                         None,
                         limit_offset,
-                        &mut out,
+                        out,
                     )
                     .map_err(|e| e.into_error(&seg, start_pos))?;
                     if let Some(o) = open {
                         if out.len() < max {
-                            self.read_open(&map, &o, next, max, &mut out);
+                            self.read_open(&map, &o, next, max, out);
                         }
                     }
                     // The active segment is the end of the log.
                     break;
                 }
             }
-            next = out.last().map_or(next, |m| m.offset + 1);
+            next = out[before..].last().map_or(next, |m| m.offset + 1);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Reads from a closed segment; `false` if it was deleted meanwhile.

@@ -1,0 +1,333 @@
+//! Committed offsets: an internal partition log, `__consumer_offsets-0`,
+//! replayed into memory at open — the way Kafka stores them.
+//!
+//! Each commit appends one record per partition: key
+//! `[1][group len u16][group][topic len u16][topic][partition u32]`, value
+//! `[committed offset u64]` (big-endian), or no value (a tombstone) when the
+//! offset is removed (topic deleted, group reset). Replaying the records in
+//! order gives the latest offset of every (group, partition).
+//!
+//! Appends follow the log's `SyncPolicy` like any topic, so a commit that
+//! returned survives `kill -9`, and under `SyncPolicy::Always` power loss.
+//!
+//! **Bounded size.** After enough commits the store rolls its segment,
+//! appends a snapshot of every live offset, fsyncs it, and only then deletes
+//! the older segments. A crash before the deletion leaves the old records
+//! followed by (part of) the snapshot, which replays to the same state; a
+//! crash after it leaves the complete, synced snapshot. The store therefore
+//! holds at most about two snapshots' worth of records plus the commits
+//! between them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::config::SyncPolicy;
+use crate::error::{Error, Result};
+use crate::format::RecordParts;
+use crate::record::TopicPartition;
+use crate::storage::{now_ms, PartitionLog};
+
+/// Name of the internal topic (reserved: users cannot create it).
+pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
+const KEY_VERSION: u8 = 1;
+/// Snapshot once this many records were appended since the last snapshot
+/// and they outnumber the live offsets twice.
+const SNAPSHOT_MIN_RECORDS: u64 = 10_000;
+
+type GroupOffsets = BTreeMap<TopicPartition, u64>;
+
+pub(crate) struct OffsetStore {
+    log: Arc<PartitionLog>,
+    sync: SyncPolicy,
+    state: Mutex<StoreState>,
+}
+
+struct StoreState {
+    groups: HashMap<String, GroupOffsets>,
+    records_since_snapshot: u64,
+}
+
+fn encode_key(group: &str, tp: &TopicPartition) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + group.len() + tp.topic.len());
+    k.push(KEY_VERSION);
+    k.extend_from_slice(&(group.len() as u16).to_be_bytes());
+    k.extend_from_slice(group.as_bytes());
+    k.extend_from_slice(&(tp.topic.len() as u16).to_be_bytes());
+    k.extend_from_slice(tp.topic.as_bytes());
+    k.extend_from_slice(&tp.partition.to_be_bytes());
+    k
+}
+
+fn decode_key(k: &[u8]) -> Option<(String, TopicPartition)> {
+    let (&version, rest) = k.split_first()?;
+    if version != KEY_VERSION {
+        return None;
+    }
+    let take_str = |b: &[u8]| -> Option<(String, usize)> {
+        let len = u16::from_be_bytes(b.get(..2)?.try_into().ok()?) as usize;
+        let s = std::str::from_utf8(b.get(2..2 + len)?).ok()?;
+        Some((s.to_owned(), 2 + len))
+    };
+    let (group, n) = take_str(rest)?;
+    let rest = &rest[n..];
+    let (topic, n) = take_str(rest)?;
+    let rest = &rest[n..];
+    let partition = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    (rest.len() == 4).then(|| (group, TopicPartition::new(topic, partition)))
+}
+
+impl OffsetStore {
+    /// Replays the store's log into memory.
+    pub(crate) fn open(log: Arc<PartitionLog>, sync: SyncPolicy) -> Result<OffsetStore> {
+        let mut groups: HashMap<String, GroupOffsets> = HashMap::new();
+        let mut next = log.start_offset();
+        let end = log.end_offset();
+        let mut records = 0u64;
+        while next < end {
+            let batch = log.read(next, 4096)?;
+            let Some(last) = batch.last() else { break };
+            next = last.offset() + 1;
+            for m in &batch {
+                records += 1;
+                let (group, tp) = m.key().and_then(decode_key).ok_or_else(|| {
+                    Error::corrupt(log.dir(), m.offset(), "unreadable consumer-offset key")
+                })?;
+                match m.value() {
+                    Some(v) => {
+                        let off = v.try_into().map(u64::from_be_bytes).map_err(|_| {
+                            Error::corrupt(
+                                log.dir(),
+                                m.offset(),
+                                "consumer-offset value is not 8 bytes",
+                            )
+                        })?;
+                        groups.entry(group).or_default().insert(tp, off);
+                    }
+                    None => {
+                        if let Some(g) = groups.get_mut(&group) {
+                            g.remove(&tp);
+                            if g.is_empty() {
+                                groups.remove(&group);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(OffsetStore {
+            log,
+            sync,
+            state: Mutex::new(StoreState {
+                groups,
+                records_since_snapshot: records,
+            }),
+        })
+    }
+
+    pub(crate) fn log(&self) -> &Arc<PartitionLog> {
+        &self.log
+    }
+
+    /// Durably records `offsets` (`None` removes one) for `group`.
+    pub(crate) fn commit(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, Option<u64>)],
+    ) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut st = self.state.lock();
+        self.append(group, offsets)?;
+        let g = st.groups.entry(group.to_owned()).or_default();
+        for (tp, off) in offsets {
+            match off {
+                Some(o) => {
+                    g.insert(tp.clone(), *o);
+                }
+                None => {
+                    g.remove(tp);
+                }
+            }
+        }
+        if g.is_empty() {
+            st.groups.remove(group);
+        }
+        st.records_since_snapshot += offsets.len() as u64;
+        let live: u64 = st.groups.values().map(|g| g.len() as u64).sum();
+        if st.records_since_snapshot >= SNAPSHOT_MIN_RECORDS.max(2 * live) {
+            self.snapshot(&mut st)?;
+        }
+        Ok(())
+    }
+
+    fn append(&self, group: &str, offsets: &[(TopicPartition, Option<u64>)]) -> Result<()> {
+        let keys: Vec<Vec<u8>> = offsets
+            .iter()
+            .map(|(tp, _)| encode_key(group, tp))
+            .collect();
+        let values: Vec<Option<[u8; 8]>> = offsets
+            .iter()
+            .map(|(_, o)| o.map(u64::to_be_bytes))
+            .collect();
+        let ts = now_ms();
+        let end = self.log.append(
+            keys.iter().zip(&values).map(|(k, v)| {
+                (
+                    RecordParts::new(Some(k), v.as_ref().map(|v| &v[..]), &[]),
+                    ts,
+                )
+            }),
+            |_, _| {},
+        )?;
+        if self.sync == SyncPolicy::Always {
+            self.log.sync_to(end)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites every live offset into a fresh segment, syncs it, and drops
+    /// the older segments (see the module docs for why a crash is safe).
+    fn snapshot(&self, st: &mut StoreState) -> Result<()> {
+        let base = self.log.roll_now()?;
+        let mut groups: Vec<(&String, &GroupOffsets)> = st.groups.iter().collect();
+        groups.sort_by(|a, b| a.0.cmp(b.0));
+        for (group, offsets) in groups {
+            let list: Vec<(TopicPartition, Option<u64>)> = offsets
+                .iter()
+                .map(|(tp, o)| (tp.clone(), Some(*o)))
+                .collect();
+            self.append(group, &list)?;
+        }
+        self.log.sync()?;
+        self.log.delete_before(base)?;
+        st.records_since_snapshot = st.groups.values().map(|g| g.len() as u64).sum();
+        Ok(())
+    }
+
+    pub(crate) fn committed(&self, group: &str, tp: &TopicPartition) -> Option<u64> {
+        self.state
+            .lock()
+            .groups
+            .get(group)
+            .and_then(|g| g.get(tp).copied())
+    }
+
+    pub(crate) fn group_offsets(&self, group: &str) -> GroupOffsets {
+        self.state
+            .lock()
+            .groups
+            .get(group)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn groups(&self) -> Vec<String> {
+        self.state.lock().groups.keys().cloned().collect()
+    }
+
+    /// Removes every group's offsets for `topic` (the topic was deleted).
+    pub(crate) fn remove_topic(&self, topic: &str) -> Result<()> {
+        let doomed: Vec<(String, TopicPartition)> = {
+            let st = self.state.lock();
+            st.groups
+                .iter()
+                .flat_map(|(g, offs)| {
+                    offs.keys()
+                        .filter(|tp| tp.topic == topic)
+                        .map(move |tp| (g.clone(), tp.clone()))
+                })
+                .collect()
+        };
+        let mut by_group: BTreeMap<String, Vec<(TopicPartition, Option<u64>)>> = BTreeMap::new();
+        for (g, tp) in doomed {
+            by_group.entry(g).or_default().push((tp, None));
+        }
+        for (g, list) in by_group {
+            self.commit(&g, &list)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Limits, OpenHints};
+
+    fn store(dir: &std::path::Path, create: bool) -> OffsetStore {
+        let limits = Limits {
+            segment_bytes: 64 * 1024,
+            retention_bytes: None,
+            retention_ms: None,
+        };
+        let log = if create {
+            PartitionLog::create(dir, Arc::from(OFFSETS_TOPIC), 0, limits).unwrap()
+        } else {
+            PartitionLog::open(
+                dir,
+                Arc::from(OFFSETS_TOPIC),
+                0,
+                limits,
+                OpenHints {
+                    same_boot: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        OffsetStore::open(Arc::new(log), SyncPolicy::Never).unwrap()
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        let tp = TopicPartition::new("orders", 7);
+        assert_eq!(
+            decode_key(&encode_key("billing", &tp)),
+            Some(("billing".into(), tp))
+        );
+        assert_eq!(decode_key(b"\x02junk"), None);
+    }
+
+    #[test]
+    fn commits_replay_after_reopen_and_tombstones_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), true);
+        let t0 = TopicPartition::new("t", 0);
+        let t1 = TopicPartition::new("t", 1);
+        s.commit("g", &[(t0.clone(), Some(5)), (t1.clone(), Some(9))])
+            .unwrap();
+        s.commit("g", &[(t0.clone(), Some(6))]).unwrap();
+        s.commit("h", &[(t0.clone(), Some(1))]).unwrap();
+        s.remove_topic("t").unwrap();
+        s.commit("g", &[(t1.clone(), Some(10))]).unwrap();
+        drop(s);
+        let s = store(dir.path(), false);
+        assert_eq!(s.committed("g", &t0), None);
+        assert_eq!(s.committed("g", &t1), Some(10));
+        assert_eq!(s.groups(), vec!["g".to_string()]);
+    }
+
+    #[test]
+    fn the_store_stays_bounded_however_many_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), true);
+        for i in 0..60_000u64 {
+            let tp = TopicPartition::new("t", (i % 16) as u32);
+            s.commit("g", &[(tp, Some(i))]).unwrap();
+        }
+        let stored = s.log().end_offset() - s.log().start_offset();
+        assert!(
+            stored <= 2 * SNAPSHOT_MIN_RECORDS + 64,
+            "{stored} records kept"
+        );
+        drop(s);
+        let s = store(dir.path(), false);
+        for p in 0..16u32 {
+            let want = 60_000 - 16 + p as u64;
+            assert_eq!(s.committed("g", &TopicPartition::new("t", p)), Some(want));
+        }
+    }
+}
