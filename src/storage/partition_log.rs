@@ -204,37 +204,61 @@ pub(crate) struct PartitionLog {
 
 /// A wake-up signal a reader waits on; appends to watched partitions (and
 /// group changes) ring it.
+///
+/// A waiter first spins briefly on the generation (a sleeping thread takes
+/// tens of microseconds to wake on a VM, longer than most waits for the
+/// next record), then sleeps on the condition variable. A notifier bumps the
+/// generation, then signals only if someone sleeps; the waiter registers in
+/// `sleepers` before its last check of the generation, so with both sides
+/// `SeqCst` one of them always sees the other and no wake-up is lost.
 #[derive(Debug, Default)]
 pub(crate) struct Notify {
-    generation: Mutex<u64>,
+    generation: AtomicU64,
+    sleepers: std::sync::atomic::AtomicUsize,
+    lock: Mutex<()>,
     cv: Condvar,
 }
+
+/// How long a waiter spins before it sleeps.
+const NOTIFY_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 impl Notify {
     /// Current generation; pass it to [`wait`](Self::wait).
     pub(crate) fn generation(&self) -> u64 {
-        *self.generation.lock()
+        self.generation.load(Ordering::SeqCst)
     }
 
     pub(crate) fn notify(&self) {
-        *self.generation.lock() += 1;
-        self.cv.notify_all();
-    }
-
-    /// Sleeps until the generation moves past `seen` or `deadline` passes.
-    pub(crate) fn wait(&self, seen: u64, deadline: Instant) {
-        let mut g = self.generation.lock();
-        while *g == seen {
-            if self.cv.wait_until(&mut g, deadline).timed_out() {
-                return;
-            }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _guard = self.lock.lock();
+            self.cv.notify_all();
         }
     }
-}
 
-impl std::fmt::Debug for PartitionLog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PartitionLog({}-{})", self.topic, self.partition)
+    /// Returns once the generation moves past `seen` or `deadline` passes.
+    pub(crate) fn wait(&self, seen: u64, deadline: Instant) {
+        let spin_until = (Instant::now() + NOTIFY_SPIN).min(deadline);
+        'spin: loop {
+            for _ in 0..64 {
+                if self.generation() != seen {
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= spin_until {
+                break 'spin;
+            }
+        }
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let mut guard = self.lock.lock();
+        while self.generation() == seen {
+            if self.cv.wait_until(&mut guard, deadline).timed_out() {
+                break;
+            }
+        }
+        drop(guard);
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
