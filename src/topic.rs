@@ -260,11 +260,12 @@ impl Topic {
         let logs = self.inner.partitions.read();
         let n = logs.len() as u32;
         let sticky = self.inner.round_robin.fetch_add(1, Ordering::Relaxed) % n;
-        let mut plan: Vec<(u32, usize, i64, RecordParts<'_>)> = Vec::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
+        // Check everything before writing anything.
+        let mut targets: Vec<u32> = Vec::with_capacity(records.len());
+        for r in &records {
             let r = r.borrow();
             let parts = parts_of(r);
-            let ts = self.check_record(&parts, r.timestamp.or(Some(now)))?;
+            self.check_record(&parts, r.timestamp.or(Some(now)))?;
             let p = match r.partition {
                 Some(p) => p,
                 None => self.choose(parts.key, parts.value, n, Some(sticky)),
@@ -272,36 +273,52 @@ impl Topic {
             if p >= n {
                 return Err(self.unknown_partition(p, n));
             }
-            plan.push((p, i, ts, parts));
+            targets.push(p);
         }
-        if !plan.is_sorted_by_key(|e| e.0) {
-            plan.sort_by_key(|e| (e.0, e.1));
-        }
-        let mut metas = vec![
-            RecordMetadata {
-                partition: 0,
-                offset: 0,
-                timestamp: 0
-            };
-            records.len()
-        ];
+        let entry = |i: usize| {
+            let r = records[i].borrow();
+            (parts_of(r), r.timestamp.unwrap_or(now))
+        };
+        let mut metas: Vec<RecordMetadata> = Vec::with_capacity(records.len());
         let mut to_sync = Vec::new();
-        for run in plan.chunk_by(|a, b| a.0 == b.0) {
-            let p = run[0].0;
-            let log = &logs[p as usize];
-            let mut slots = run.iter();
-            let end = log.append(
-                run.iter().map(|&(_, _, ts, parts)| (parts, ts)),
-                |offset, timestamp| {
-                    let &(_, i, _, _) = slots.next().expect("one slot per record");
+        if targets.windows(2).all(|w| w[0] == w[1]) {
+            // One partition (the common case): records in order, no plan.
+            if let Some(&p) = targets.first() {
+                let log = &logs[p as usize];
+                let end = log.append((0..records.len()).map(entry), |offset, timestamp| {
+                    metas.push(RecordMetadata {
+                        partition: p,
+                        offset,
+                        timestamp,
+                    })
+                })?;
+                to_sync.push((Arc::clone(log), end));
+            }
+        } else {
+            metas.resize(
+                records.len(),
+                RecordMetadata {
+                    partition: 0,
+                    offset: 0,
+                    timestamp: 0,
+                },
+            );
+            let mut order: Vec<usize> = (0..records.len()).collect();
+            order.sort_by_key(|&i| targets[i]);
+            for run in order.chunk_by(|&a, &b| targets[a] == targets[b]) {
+                let p = targets[run[0]];
+                let log = &logs[p as usize];
+                let mut slots = run.iter();
+                let end = log.append(run.iter().map(|&i| entry(i)), |offset, timestamp| {
+                    let &i = slots.next().expect("one slot per record");
                     metas[i] = RecordMetadata {
                         partition: p,
                         offset,
                         timestamp,
                     };
-                },
-            )?;
-            to_sync.push((Arc::clone(log), end));
+                })?;
+                to_sync.push((Arc::clone(log), end));
+            }
         }
         drop(logs);
         if self.inner.sync == SyncPolicy::Always {

@@ -273,6 +273,7 @@ pub(crate) struct RecordParts<'a> {
     fixed_len: usize,
 }
 
+#[inline]
 fn opt_len(b: Option<&[u8]>) -> usize {
     match b {
         Some(b) => varint_len(b.len() as i64) + b.len(),
@@ -281,6 +282,7 @@ fn opt_len(b: Option<&[u8]>) -> usize {
 }
 
 impl<'a> RecordParts<'a> {
+    #[inline]
     pub(crate) fn new(
         key: Option<&'a [u8]>,
         value: Option<&'a [u8]>,
@@ -322,6 +324,7 @@ impl<'a> RecordParts<'a> {
 
     /// [`encode`](Self::encode) with the body length already computed by
     /// [`body_len`](Self::body_len) for the same deltas.
+    #[inline]
     pub(crate) fn encode_body(
         &self,
         dst: &mut [u8],
@@ -345,6 +348,7 @@ impl<'a> RecordParts<'a> {
     }
 }
 
+#[inline]
 fn put_opt(dst: &mut [u8], p: usize, b: Option<&[u8]>) -> usize {
     match b {
         None => write_varint(dst, p, -1),

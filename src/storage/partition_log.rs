@@ -1504,10 +1504,16 @@ impl Active {
         })
     }
 
+    #[inline]
     fn ensure_allocated(&mut self, end: u64) -> Result<()> {
         if end <= self.allocated {
             return Ok(());
         }
+        self.grow(end)
+    }
+
+    #[cold]
+    fn grow(&mut self, end: u64) -> Result<()> {
         let step = self.allocated.clamp(ALLOC_STEP_MIN, ALLOC_STEP_MAX);
         let target = (self.allocated + step).max(end).min(self.capacity);
         self.file.allocate(target)?;
@@ -1546,6 +1552,7 @@ impl Active {
 
     /// Encodes a record (`body` from `RecordParts::body_len`, `len` with
     /// its length prefix) at `write_pos` and commits it to the open batch.
+    #[inline]
     fn write_record(
         &mut self,
         parts: RecordParts<'_>,
