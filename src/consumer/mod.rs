@@ -569,9 +569,12 @@ impl Consumer {
         self.subscribe(&topics)
     }
 
+    /// Positions to commit for `partitions`: those resolved, of topics that
+    /// still exist (a deleted topic's offsets stay deleted).
     fn positions_of(&self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, u64)> {
         partitions
             .iter()
+            .filter(|tp| self.source.partition_count(&tp.topic).is_some())
             .filter_map(|tp| {
                 self.parts
                     .get(tp)
