@@ -291,6 +291,8 @@ pub struct Consumer {
     parts: BTreeMap<TopicPartition, PartState>,
     cursor: usize,
     last_auto_commit: Instant,
+    /// Topic metadata epoch the partition handles were taken at.
+    seen_epoch: u64,
     closed: bool,
 }
 
@@ -313,6 +315,7 @@ impl Consumer {
         config.validate()?;
         source.check_open()?;
         let group = coordinator.group(&config.group_id);
+        let seen_epoch = source.metadata_epoch();
         Ok(Consumer {
             config,
             coordinator,
@@ -324,6 +327,7 @@ impl Consumer {
             parts: BTreeMap::new(),
             cursor: 0,
             last_auto_commit: Instant::now(),
+            seen_epoch,
             closed: false,
         })
     }
@@ -404,7 +408,7 @@ impl Consumer {
         for tp in partitions {
             logs.push(self.source.partition(tp)?);
         }
-        self.leave_group(true)?;
+        self.leave_group(self.config.enable_auto_commit)?;
         self.drop_partitions(&self.parts.keys().cloned().collect::<Vec<_>>());
         for (tp, log) in partitions.iter().zip(logs) {
             log.watch(&self.notify);
@@ -427,14 +431,17 @@ impl Consumer {
     pub fn poll(&mut self, timeout: Duration) -> Result<Vec<Message>> {
         self.check_usable()?;
         let deadline = Instant::now() + timeout;
-        if self.config.enable_auto_commit
-            && self.last_auto_commit.elapsed() >= self.config.auto_commit_interval
-        {
-            self.commit_positions()?;
-        }
+        let mut first = true;
         loop {
             let seen = self.notify.generation();
+            self.refresh_handles();
+            // The rebalance step runs first: it rejoins an evicted member,
+            // whose commits would otherwise be refused.
             self.sync_group()?;
+            if first {
+                first = false;
+                self.maybe_auto_commit()?;
+            }
             let msgs = self.fetch()?;
             let now = Instant::now();
             if !msgs.is_empty() || now >= deadline {
@@ -444,6 +451,44 @@ impl Consumer {
             // keeps the membership alive.
             self.notify
                 .wait(seen, deadline.min(now + self.config.session_timeout / 3));
+        }
+    }
+
+    /// Commits positions if the auto-commit interval passed. A refusal
+    /// because ownership changed is not the caller's error (the partitions
+    /// moved, and the new owner continues from the last commit); I/O
+    /// errors are.
+    fn maybe_auto_commit(&mut self) -> Result<()> {
+        if !self.config.enable_auto_commit
+            || self.last_auto_commit.elapsed() < self.config.auto_commit_interval
+        {
+            return Ok(());
+        }
+        match self.commit_positions() {
+            Err(Error::Fenced { .. } | Error::NotAssigned { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// After topics were deleted or re-created, points each assigned
+    /// partition at the topic's current log (a re-created topic starts over:
+    /// its position is resolved again).
+    fn refresh_handles(&mut self) {
+        let epoch = self.source.metadata_epoch();
+        if epoch == self.seen_epoch {
+            return;
+        }
+        self.seen_epoch = epoch;
+        let notify = Arc::clone(&self.notify);
+        for (tp, p) in self.parts.iter_mut() {
+            if let Ok(log) = self.source.partition(tp) {
+                if !Arc::ptr_eq(&log, &p.log) {
+                    p.log.unwatch(&notify);
+                    log.watch(&notify);
+                    p.log = log;
+                    p.position = None;
+                }
+            }
         }
     }
 
@@ -861,15 +906,29 @@ impl Consumer {
             Mode::Subscribed { member_id } => {
                 let id = member_id.clone();
                 let owned: Vec<TopicPartition> = self.parts.keys().cloned().collect();
-                if let Some(l) = self.listener() {
-                    l.lock()
-                        .on_partitions_revoked(&mut RebalanceContext { consumer: self }, &owned);
+                let still_member = {
+                    let mut g = self.group.lock();
+                    g.evict_expired(Instant::now());
+                    g.members.contains_key(&id)
+                };
+                if !still_member {
+                    // Evicted: the partitions are already someone else's.
+                    if let Some(l) = self.listener() {
+                        l.lock().on_partitions_lost(&owned);
+                    }
+                } else {
+                    if let Some(l) = self.listener() {
+                        l.lock().on_partitions_revoked(
+                            &mut RebalanceContext { consumer: self },
+                            &owned,
+                        );
+                    }
+                    if commit && self.source.check_open().is_ok() {
+                        let offsets = self.positions_of(&owned);
+                        result = self.commit_checked(&offsets);
+                    }
+                    self.group.lock().remove_member(&id);
                 }
-                if commit && self.source.check_open().is_ok() {
-                    let offsets = self.positions_of(&owned);
-                    result = self.commit_checked(&offsets);
-                }
-                self.group.lock().remove_member(&id);
             }
             Mode::Assigned if commit && self.source.check_open().is_ok() => {
                 result = self.commit_positions();

@@ -1,0 +1,287 @@
+//! Acknowledged commits survive `kill -9`.
+//!
+//! The parent test re-executes this test binary to run the `#[ignore]`d
+//! child test in its own process. The child appends, polls and commits in a
+//! loop and prints `committed <partition> <offset>` after each commit
+//! returns; the parent SIGKILLs it after a random delay, reopens the log and
+//! checks that every partition's committed offset is at least the last one
+//! acknowledged (and not past the partition's end). The cycles share one
+//! directory, so each child also starts from a log its predecessor left
+//! after a crash.
+//!
+//! `BROOK_CRASH_CYCLES` sets the number of cycles (default 10);
+//! `BROOK_CRASH_SEED` replays a run (the seed is printed on failure).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use brook::{ConsumerConfig, Log, LogConfig, OffsetReset, Record, SyncPolicy, TopicConfig};
+use brook::{Error, TopicPartition};
+
+const CHILD_TEST: &str = "crash_child_consumes_and_commits";
+const DIR_ENV: &str = "BROOK_GROUPS_CRASH_DIR";
+const SYNC_ENV: &str = "BROOK_GROUPS_CRASH_SYNC";
+const TOPIC: &str = "events";
+const GROUP: &str = "crash";
+const PARTITIONS: u32 = 4;
+
+/// xorshift64*: small, seedable, good enough to pick delays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+    })
+}
+
+/// Kills the child if the parent panics before it does.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn acknowledged_commits_survive_kill_9() {
+    let cycles = env_u64("BROOK_CRASH_CYCLES").unwrap_or(10);
+    let seed = env_u64("BROOK_CRASH_SEED").unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1
+    });
+    let mut rng = Rng(seed);
+    let ctx = format!("(seed {seed}: rerun with BROOK_CRASH_SEED={seed})");
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path()).unwrap();
+        let t = log
+            .create_topic(TOPIC, TopicConfig::default().partitions(PARTITIONS))
+            .unwrap();
+        t.send_batch((0..2_000).map(|i| Record::new(format!("prefill {i}")).key(format!("{i}"))))
+            .unwrap();
+        log.close().unwrap();
+    }
+
+    let mut acked: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut total_acks = 0usize;
+    for cycle in 0..cycles {
+        let sync = ["never", "interval", "always"][rng.below(3) as usize];
+        let delay = Duration::from_millis(20 + rng.below(480));
+        let mut child = KillOnDrop(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    CHILD_TEST,
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(DIR_ENV, dir.path())
+                .env(SYNC_ENV, sync)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn the child test process"),
+        );
+        let stdout = child.0.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Wait until the child has opened the log, then let it run.
+        let started = Instant::now();
+        let mut lines = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    let ready = line.ends_with("ready");
+                    lines.push(line);
+                    if ready {
+                        break;
+                    }
+                }
+                Err(e) => panic!(
+                    "cycle {cycle}: the child never became ready ({e:?} after {:?}); output {lines:?} {ctx}",
+                    started.elapsed()
+                ),
+            }
+        }
+        std::thread::sleep(delay);
+        child.0.kill().expect("SIGKILL the child");
+        let status = child.0.wait().unwrap();
+        assert!(
+            !status.success(),
+            "cycle {cycle}: the child exited by itself ({status}) instead of being killed {ctx}"
+        );
+        reader.join().unwrap();
+        lines.extend(rx.try_iter());
+
+        let mut this_cycle = 0;
+        for line in &lines {
+            let Some(rest) = line.strip_prefix("committed ") else {
+                continue;
+            };
+            let mut it = rest.split(' ');
+            let (Some(p), Some(o), None) = (it.next(), it.next(), it.next()) else {
+                continue; // a line cut short by the kill
+            };
+            let (Ok(p), Ok(o)) = (p.parse::<u32>(), o.parse::<u64>()) else {
+                continue;
+            };
+            let prev = acked.entry(p).or_insert(0);
+            *prev = (*prev).max(o);
+            this_cycle += 1;
+        }
+        total_acks += this_cycle;
+
+        let log = Log::open_with(dir.path(), LogConfig::default())
+            .unwrap_or_else(|e| panic!("cycle {cycle}: reopen after kill -9 failed: {e} {ctx}"));
+        let group = log.group(GROUP).unwrap();
+        let topic = log.topic(TOPIC).unwrap();
+        for p in 0..PARTITIONS {
+            let tp = TopicPartition::new(TOPIC, p);
+            let committed = group.committed(&tp).unwrap();
+            let end = topic.partition(p).unwrap().end_offset();
+            if let Some(&ack) = acked.get(&p) {
+                let c = committed.unwrap_or_else(|| {
+                    panic!(
+                        "cycle {cycle} ({sync}, killed after {delay:?}): {TOPIC}-{p} lost its \
+                         committed offset; last acknowledged {ack} {ctx}"
+                    )
+                });
+                assert!(
+                    c >= ack,
+                    "cycle {cycle} ({sync}, killed after {delay:?}): {TOPIC}-{p} committed {c} \
+                     after kill -9, but commit of {ack} had been acknowledged {ctx}"
+                );
+            }
+            if let Some(c) = committed {
+                assert!(
+                    c <= end,
+                    "cycle {cycle}: {TOPIC}-{p} committed {c} is past its end offset {end} {ctx}"
+                );
+            }
+        }
+        // A new member resumes exactly at the committed offsets.
+        let mut c = log
+            .consumer_with(ConsumerConfig::new(GROUP).enable_auto_commit(false))
+            .unwrap();
+        c.assign(
+            &(0..PARTITIONS)
+                .map(|p| TopicPartition::new(TOPIC, p))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        for p in 0..PARTITIONS {
+            let tp = TopicPartition::new(TOPIC, p);
+            if let Some(committed) = group.committed(&tp).unwrap() {
+                assert_eq!(
+                    c.position(&tp).unwrap(),
+                    committed,
+                    "cycle {cycle}: {tp} {ctx}"
+                );
+            }
+        }
+        drop(c);
+        log.close().unwrap();
+        eprintln!(
+            "cycle {cycle}: sync {sync}, killed after {delay:?}, {this_cycle} acknowledged \
+             commits, last acknowledged {acked:?}"
+        );
+    }
+    assert!(
+        total_acks > 0,
+        "no child acknowledged a single commit in {cycles} cycles {ctx}"
+    );
+}
+
+/// The crashing process: appends, polls and commits until killed.
+#[test]
+#[ignore = "the child process of acknowledged_commits_survive_kill_9"]
+fn crash_child_consumes_and_commits() {
+    let Some(dir) = std::env::var_os(DIR_ENV) else {
+        eprintln!("{DIR_ENV} is not set: this test only runs as a child of acknowledged_commits_survive_kill_9");
+        return;
+    };
+    let sync = match std::env::var(SYNC_ENV).as_deref() {
+        Ok("always") => SyncPolicy::Always,
+        Ok("interval") => SyncPolicy::Interval(Duration::from_millis(5)),
+        _ => SyncPolicy::Never,
+    };
+    let log = Log::open_with(&dir, LogConfig::default().sync(sync)).unwrap();
+    let topic = log.topic(TOPIC).unwrap();
+    let mut c = log
+        .consumer_with(
+            ConsumerConfig::new(GROUP)
+                .auto_offset_reset(OffsetReset::Earliest)
+                .enable_auto_commit(false)
+                .max_poll_records(64),
+        )
+        .unwrap();
+    c.subscribe(&[TOPIC]).unwrap();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\nready").unwrap();
+    out.flush().unwrap();
+    let started = Instant::now();
+    let mut round = 0u64;
+    // Bounded in case the parent dies without killing us.
+    while started.elapsed() < Duration::from_secs(60) {
+        round += 1;
+        topic
+            .send_batch(
+                (0..8).map(|i| {
+                    Record::new(format!("round {round} #{i}")).key(format!("{round}-{i}"))
+                }),
+            )
+            .unwrap();
+        let msgs = c.poll(Duration::from_millis(5)).unwrap();
+        let mut next: BTreeMap<u32, u64> = BTreeMap::new();
+        for m in &msgs {
+            next.insert(m.partition(), m.offset() + 1);
+        }
+        let result = if round.is_multiple_of(3) {
+            let list: Vec<(TopicPartition, u64)> = next
+                .iter()
+                .map(|(&p, &o)| (TopicPartition::new(TOPIC, p), o))
+                .collect();
+            c.commit_offsets(&list)
+        } else {
+            c.commit()
+        };
+        match result {
+            Ok(()) => {}
+            Err(e @ Error::Fenced { .. }) => panic!("a lone member was fenced: {e}"),
+            Err(e) => panic!("commit failed: {e}"),
+        }
+        for (p, o) in next {
+            writeln!(out, "committed {p} {o}").unwrap();
+        }
+        out.flush().unwrap();
+    }
+}
