@@ -262,10 +262,11 @@ impl Topic {
         let sticky = self.inner.round_robin.fetch_add(1, Ordering::Relaxed) % n;
         // Check everything before writing anything.
         let mut targets: Vec<u32> = Vec::with_capacity(records.len());
+        let mut entries: Vec<(RecordParts<'_>, i64)> = Vec::with_capacity(records.len());
         for r in &records {
             let r = r.borrow();
             let parts = parts_of(r);
-            self.check_record(&parts, r.timestamp.or(Some(now)))?;
+            let ts = self.check_record(&parts, r.timestamp.or(Some(now)))?;
             let p = match r.partition {
                 Some(p) => p,
                 None => self.choose(parts.key, parts.value, n, Some(sticky)),
@@ -274,11 +275,9 @@ impl Topic {
                 return Err(self.unknown_partition(p, n));
             }
             targets.push(p);
+            entries.push((parts, ts));
         }
-        let entry = |i: usize| {
-            let r = records[i].borrow();
-            (parts_of(r), r.timestamp.unwrap_or(now))
-        };
+        let entry = |i: usize| entries[i];
         let mut metas: Vec<RecordMetadata> = Vec::with_capacity(records.len());
         let mut to_sync = Vec::new();
         if targets.windows(2).all(|w| w[0] == w[1]) {

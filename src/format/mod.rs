@@ -348,7 +348,7 @@ impl<'a> RecordParts<'a> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn put_opt(dst: &mut [u8], p: usize, b: Option<&[u8]>) -> usize {
     match b {
         None => write_varint(dst, p, -1),

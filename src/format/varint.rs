@@ -7,14 +7,20 @@ use super::FormatError;
 #[inline]
 pub(crate) fn varint_len(v: i64) -> usize {
     let z = ((v << 1) ^ (v >> 63)) as u64;
-    // Each byte carries 7 bits; 0 still takes one byte.
-    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
+    // Each byte carries 7 bits; 0 still takes one byte. For `bits` in
+    // 1..=64, ceil(bits / 7) == (bits * 9 + 64) / 64: no division.
+    let bits = 64 - (z | 1).leading_zeros() as usize;
+    (bits * 9 + 64) / 64
 }
 
 /// Writes `v` zig-zag encoded at `dst[pos..]`; returns the position after it.
-#[inline]
+#[inline(always)]
 pub(crate) fn write_varint(dst: &mut [u8], mut pos: usize, v: i64) -> usize {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    if z < 0x80 {
+        dst[pos] = z as u8;
+        return pos + 1;
+    }
     while z >= 0x80 {
         dst[pos] = (z as u8) | 0x80;
         z >>= 7;
@@ -100,6 +106,18 @@ mod tests {
             assert_eq!(read_varlong(&buf, 0).unwrap(), (v, n), "value {v}");
             if let Ok(v32) = i32::try_from(v) {
                 assert_eq!(read_varint(&buf, 0).unwrap(), (v32, n));
+            }
+        }
+    }
+
+    #[test]
+    fn length_formula_matches_the_encoding_for_every_bit_width() {
+        for bits in 0..64 {
+            for z in [1u64 << bits, (1u64 << bits) - 1, (1u64 << bits) | 1] {
+                // Undo the zig-zag to get a value that encodes to `z`.
+                let v = ((z >> 1) as i64) ^ -((z & 1) as i64);
+                let mut buf = [0u8; 10];
+                assert_eq!(varint_len(v), write_varint(&mut buf, 0, v), "z = {z:#x}");
             }
         }
     }

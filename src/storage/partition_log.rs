@@ -553,11 +553,20 @@ impl PartitionLog {
         let segments_before = st.closed.len();
         let result = (|| {
             for (parts, ts) in records {
-                let offset = st.append_one(&self.dir, self.limits, parts, ts)?;
+                let offset = match st.append_fast(&parts, ts) {
+                    Some(offset) => offset,
+                    None => {
+                        st.commit_open_count();
+                        st.append_one(&self.dir, self.limits, parts, ts)?
+                    }
+                };
                 on_append(offset, ts);
             }
             Ok(st.next_offset)
         })();
+        // Whatever happened, every record written so far is committed to the
+        // open batch before the lock is released.
+        st.commit_open_count();
         let rolled = st.closed.len() > segments_before;
         drop(st);
         if result.is_ok() {
@@ -1390,6 +1399,59 @@ impl State {
             a.write_record(parts, body, ts_delta, 0, rec_len, ts);
             self.next_offset += 1;
             return Ok(offset);
+        }
+    }
+
+    /// Appends a record that fits the open batch and the allocated part of
+    /// the file; `None` when it needs the general path. The batch header's
+    /// count is left for [`commit_open_count`](Self::commit_open_count),
+    /// which runs before the lock is released.
+    #[inline]
+    fn append_fast(&mut self, parts: &RecordParts<'_>, ts: i64) -> Option<u64> {
+        let offset = self.next_offset;
+        let a = &mut self.active;
+        let open = a.open.as_mut()?;
+        let off_delta = offset - open.base_offset;
+        if off_delta >= i32::MAX as u64 {
+            return None;
+        }
+        let ts_delta = ts - open.base_timestamp;
+        let body = parts.body_len(ts_delta, off_delta as i32);
+        let len = (varint_len(body as i64) + body) as u64;
+        if a.write_pos - open.start + len > BATCH_TARGET_BYTES || a.write_pos + len > a.allocated {
+            return None;
+        }
+        // SAFETY: `write_pos..write_pos+len` is within the allocated file
+        // (checked above; `allocated <= capacity`) and beyond everything
+        // published to readers; we hold the state lock.
+        let dst = unsafe {
+            std::slice::from_raw_parts_mut(a.map.mut_ptr().add(a.write_pos as usize), len as usize)
+        };
+        parts.encode_body(dst, body, ts_delta, off_delta as i32);
+        open.count += 1;
+        open.max_timestamp = open.max_timestamp.max(ts);
+        a.write_pos += len;
+        self.next_offset += 1;
+        Some(offset)
+    }
+
+    /// Stores the open batch's record count in its header, after the
+    /// records' bytes: from here on a crash of the process keeps them.
+    fn commit_open_count(&mut self) {
+        let a = &self.active;
+        if let Some(open) = &a.open {
+            compiler_fence(Ordering::Release);
+            // SAFETY: the count field lies in the open batch's header, which
+            // no reader references (see `seal_open`).
+            unsafe {
+                std::ptr::write_unaligned(
+                    a.map
+                        .mut_ptr()
+                        .add(open.start as usize + RECORDS_COUNT_OFFSET)
+                        as *mut [u8; 4],
+                    (open.count as i32).to_be_bytes(),
+                );
+            }
         }
     }
 
