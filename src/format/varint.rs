@@ -15,12 +15,21 @@ pub(crate) fn varint_len(v: i64) -> usize {
 
 /// Writes `v` zig-zag encoded at `dst[pos..]`; returns the position after it.
 #[inline(always)]
-pub(crate) fn write_varint(dst: &mut [u8], mut pos: usize, v: i64) -> usize {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+pub(crate) fn write_varint(dst: &mut [u8], pos: usize, v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    // Lengths, deltas and counts are almost always one or two bytes.
     if z < 0x80 {
         dst[pos] = z as u8;
         return pos + 1;
     }
+    if z < 0x4000 {
+        dst[pos..pos + 2].copy_from_slice(&[(z as u8) | 0x80, (z >> 7) as u8]);
+        return pos + 2;
+    }
+    write_varint_long(dst, pos, z)
+}
+
+fn write_varint_long(dst: &mut [u8], mut pos: usize, mut z: u64) -> usize {
     while z >= 0x80 {
         dst[pos] = (z as u8) | 0x80;
         z >>= 7;
