@@ -62,7 +62,7 @@
 
 mod varint;
 
-pub(crate) use varint::{read_varint, read_varlong, varint_len, write_varint};
+pub(crate) use varint::{varint_len, write_varint, Cursor};
 
 /// Bytes of a batch header before the first record.
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -494,107 +494,75 @@ pub(crate) struct RecordView {
     pub header_count: u32,
 }
 
-/// A forward reader for the hot decode path: `None` on any malformation,
-/// with every step inlined so values stay in registers.
-struct Cursor<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl Cursor<'_> {
-    #[inline(always)]
-    fn raw(&mut self, max_bytes: usize) -> Option<u64> {
-        let first = *self.b.get(self.pos)?;
-        self.pos += 1;
-        if first < 0x80 {
-            return Some(first as u64);
-        }
-        let mut z = (first & 0x7f) as u64;
-        for i in 1..max_bytes {
-            let byte = *self.b.get(self.pos)?;
-            self.pos += 1;
-            z |= ((byte & 0x7f) as u64) << (7 * i);
-            if byte < 0x80 {
-                return Some(z);
-            }
-        }
-        None
-    }
-
-    #[inline(always)]
-    fn varint(&mut self) -> Option<i32> {
-        let z = self.raw(5)?;
-        if z > u32::MAX as u64 {
-            return None;
-        }
-        Some((((z >> 1) as i64) ^ -((z & 1) as i64)) as i32)
-    }
-
-    #[inline(always)]
-    fn varlong(&mut self) -> Option<i64> {
-        let z = self.raw(10)?;
-        Some(((z >> 1) as i64) ^ -((z & 1) as i64))
-    }
-
-    /// A length-prefixed field: `Some(None)` for null (-1).
-    #[inline(always)]
-    fn field(&mut self) -> Option<Option<(usize, usize)>> {
-        let len = self.varint()?;
-        if len == -1 {
-            return Some(None);
-        }
-        let start = self.pos;
-        let end = start.checked_add(usize::try_from(len).ok()?)?;
-        if end > self.b.len() {
-            return None;
-        }
-        self.pos = end;
-        Some(Some((start, end)))
-    }
-}
-
 impl RecordView {
     /// Decodes the record starting at `buf[pos]`, checking every length
     /// against the record's own `length` and header names for UTF-8.
     #[inline]
     pub(crate) fn decode(buf: &[u8], pos: usize) -> Result<RecordView, FormatError> {
-        match Self::decode_fast(buf, pos) {
+        let mut why = "";
+        match Self::decode_or_why(buf, pos, &mut why) {
             Some(r) => Ok(r),
-            None => Err(Self::explain(buf, pos)),
+            None => Err(FormatError::new(why)),
         }
     }
 
+    /// The decoder: `None` with `why` naming the broken field. Every step is
+    /// an inlined `Option`, so the values stay in registers on the hot read
+    /// path; `why` is only written on the way out.
     #[inline(always)]
-    fn decode_fast(buf: &[u8], pos: usize) -> Option<RecordView> {
+    fn decode_or_why(buf: &[u8], pos: usize, why: &mut &'static str) -> Option<RecordView> {
+        macro_rules! need {
+            ($e:expr, $why:expr) => {
+                match $e {
+                    Some(v) => v,
+                    None => {
+                        *why = $why;
+                        return None;
+                    }
+                }
+            };
+        }
         let mut c = Cursor { b: buf, pos };
-        let len = c.varint()?;
-        if len < 6 {
-            return None;
-        }
+        let len = need!(
+            c.varint().filter(|&l| l >= 6),
+            "record length is malformed or too short"
+        );
         let body_start = c.pos;
-        let end = body_start.checked_add(len as usize)?;
-        if end > buf.len() {
-            return None;
-        }
+        let end = need!(
+            body_start
+                .checked_add(len as usize)
+                .filter(|&e| e <= buf.len()),
+            "record runs past the batch"
+        );
         let mut c = Cursor {
             b: &buf[..end],
             pos: body_start + 1, // attributes
         };
-        let timestamp_delta = c.varlong()?;
-        let offset_delta = c.varint()?;
-        let key = c.field()?;
-        let value = c.field()?;
-        let count = c.varint()?;
-        if count < 0 || offset_delta < 0 {
-            return None;
-        }
+        let timestamp_delta = need!(c.varlong(), "timestamp delta is malformed");
+        let offset_delta = need!(
+            c.varint().filter(|&d| d >= 0),
+            "offset delta is malformed or negative"
+        );
+        let key = need!(c.field(), "key length is malformed or runs past the record");
+        let value = need!(
+            c.field(),
+            "value length is malformed or runs past the record"
+        );
+        let count = need!(
+            c.varint().filter(|&n| n >= 0),
+            "header count is malformed or negative"
+        );
         let headers_start = c.pos;
         for _ in 0..count {
-            let (s, e) = c.field()??;
-            std::str::from_utf8(&buf[s..e]).ok()?;
-            c.field()?;
+            let (s, e) = need!(c.field().flatten(), "header name is malformed or null");
+            need!(
+                std::str::from_utf8(&buf[s..e]).ok(),
+                "header name is not UTF-8"
+            );
+            need!(c.field(), "header value is malformed");
         }
         if c.pos != end {
+            *why = "record fields do not end where its length says";
             return None;
         }
         Some(RecordView {
@@ -608,96 +576,6 @@ impl RecordView {
             header_count: count as u32,
         })
     }
-
-    /// Says why [`decode_fast`](Self::decode_fast) refused a record.
-    #[cold]
-    fn explain(buf: &[u8], pos: usize) -> FormatError {
-        match Self::decode_checked(buf, pos) {
-            Err(e) => e,
-            Ok(_) => FormatError::new("malformed record"),
-        }
-    }
-
-    fn decode_checked(buf: &[u8], pos: usize) -> Result<RecordView, FormatError> {
-        let (len, p) = read_varint(buf, pos)?;
-        if len < 6 {
-            return Err(FormatError::new(format!(
-                "record length {len} is too short"
-            )));
-        }
-        let end = p
-            .checked_add(len as usize)
-            .filter(|&e| e <= buf.len())
-            .ok_or_else(|| {
-                FormatError::new(format!("record of {len} bytes runs past the batch"))
-            })?;
-        let rec = &buf[..end];
-        let body_start = p;
-        let mut p = p + 1; // attributes
-        let (timestamp_delta, np) = read_varlong(rec, p)?;
-        p = np;
-        let (offset_delta, np) = read_varint(rec, p)?;
-        p = np;
-        let (key, np) = read_bytes(rec, p)?;
-        p = np;
-        let (value, np) = read_bytes(rec, p)?;
-        p = np;
-        let (count, np) = read_varint(rec, p)?;
-        p = np;
-        if count < 0 {
-            return Err(FormatError::new(format!("negative header count {count}")));
-        }
-        let headers_start = p;
-        for _ in 0..count {
-            let (name, np) = read_bytes(rec, p)?;
-            let (s, e) = name.ok_or_else(|| FormatError::new("null header name"))?;
-            if std::str::from_utf8(&rec[s..e]).is_err() {
-                return Err(FormatError::new("header name is not UTF-8"));
-            }
-            let (_, np) = read_bytes(rec, np)?;
-            p = np;
-        }
-        if p != end {
-            return Err(FormatError::new(format!(
-                "record fields end at {} but its length says {}",
-                p - body_start,
-                len
-            )));
-        }
-        if offset_delta < 0 {
-            return Err(FormatError::new(format!(
-                "negative offset delta {offset_delta}"
-            )));
-        }
-        Ok(RecordView {
-            body_start,
-            end,
-            timestamp_delta,
-            offset_delta,
-            key,
-            value,
-            headers: (headers_start, end),
-            header_count: count as u32,
-        })
-    }
-}
-
-/// Reads a varint length and that many bytes; -1 is null.
-fn read_bytes(b: &[u8], pos: usize) -> Result<(Option<(usize, usize)>, usize), FormatError> {
-    let (len, p) = read_varint(b, pos)?;
-    if len == -1 {
-        return Ok((None, p));
-    }
-    if len < 0 {
-        return Err(FormatError::new(format!("negative length {len}")));
-    }
-    let end = p + len as usize;
-    if end > b.len() {
-        return Err(FormatError::new(format!(
-            "field of {len} bytes runs past the record"
-        )));
-    }
-    Ok((Some((p, end)), end))
 }
 
 /// Iterates `(name, value)` pairs over the header bytes of a record that
@@ -718,9 +596,13 @@ impl<'a> Iterator for HeaderIter<'a> {
         self.left -= 1;
         // The record was validated when it was decoded; a failure here means
         // a bug, and yields the end of the headers rather than a panic.
-        let (name, p) = read_bytes(self.buf, self.pos).ok()?;
-        let (value, p) = read_bytes(self.buf, p).ok()?;
-        self.pos = p;
+        let mut c = Cursor {
+            b: self.buf,
+            pos: self.pos,
+        };
+        let name = c.field()?;
+        let value = c.field()?;
+        self.pos = c.pos;
         let (ns, ne) = name?;
         let name = std::str::from_utf8(&self.buf[ns..ne]).ok()?;
         let value = value.map_or(&[][..], |(s, e)| &self.buf[s..e]);

@@ -1,8 +1,6 @@
 //! Zig-zag variable-length integers, as protobuf and Kafka's record format
 //! use them.
 
-use super::FormatError;
-
 /// Bytes needed to write `v` zig-zag encoded.
 #[inline]
 pub(crate) fn varint_len(v: i64) -> usize {
@@ -39,52 +37,63 @@ fn write_varint_long(dst: &mut [u8], mut pos: usize, mut z: u64) -> usize {
     pos + 1
 }
 
-fn read_raw(b: &[u8], mut pos: usize, max_bytes: usize) -> Result<(u64, usize), FormatError> {
-    let mut z = 0u64;
-    for i in 0..max_bytes {
-        let byte = *b
-            .get(pos)
-            .ok_or_else(|| FormatError("varint runs past the end".into()))?;
-        pos += 1;
-        z |= ((byte & 0x7f) as u64) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok((z, pos));
-        }
-    }
-    Err(FormatError(format!("varint longer than {max_bytes} bytes")))
+/// A forward reader for the hot decode path: `None` on any malformation,
+/// with every step inlined so values stay in registers.
+pub(crate) struct Cursor<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) pos: usize,
 }
 
-#[inline]
-fn unzigzag(z: u64) -> i64 {
-    ((z >> 1) as i64) ^ -((z & 1) as i64)
-}
-
-/// Reads a 32-bit zig-zag varint (at most 5 bytes).
-#[inline]
-pub(crate) fn read_varint(b: &[u8], pos: usize) -> Result<(i32, usize), FormatError> {
-    // Most fields (lengths, deltas, counts) fit in one byte.
-    if let Some(&byte) = b.get(pos) {
-        if byte < 0x80 {
-            return Ok((unzigzag(byte as u64) as i32, pos + 1));
+impl Cursor<'_> {
+    #[inline(always)]
+    fn raw(&mut self, max_bytes: usize) -> Option<u64> {
+        let first = *self.b.get(self.pos)?;
+        self.pos += 1;
+        if first < 0x80 {
+            return Some(first as u64);
         }
-    }
-    let (z, p) = read_raw(b, pos, 5)?;
-    if z > u32::MAX as u64 {
-        return Err(FormatError(format!("varint {z} overflows 32 bits")));
-    }
-    Ok((unzigzag(z) as i32, p))
-}
-
-/// Reads a 64-bit zig-zag varlong (at most 10 bytes).
-#[inline]
-pub(crate) fn read_varlong(b: &[u8], pos: usize) -> Result<(i64, usize), FormatError> {
-    if let Some(&byte) = b.get(pos) {
-        if byte < 0x80 {
-            return Ok((unzigzag(byte as u64), pos + 1));
+        let mut z = (first & 0x7f) as u64;
+        for i in 1..max_bytes {
+            let byte = *self.b.get(self.pos)?;
+            self.pos += 1;
+            z |= ((byte & 0x7f) as u64) << (7 * i);
+            if byte < 0x80 {
+                return Some(z);
+            }
         }
+        None
     }
-    let (z, p) = read_raw(b, pos, 10)?;
-    Ok((unzigzag(z), p))
+
+    #[inline(always)]
+    pub(crate) fn varint(&mut self) -> Option<i32> {
+        let z = self.raw(5)?;
+        if z > u32::MAX as u64 {
+            return None;
+        }
+        Some((((z >> 1) as i64) ^ -((z & 1) as i64)) as i32)
+    }
+
+    #[inline(always)]
+    pub(crate) fn varlong(&mut self) -> Option<i64> {
+        let z = self.raw(10)?;
+        Some(((z >> 1) as i64) ^ -((z & 1) as i64))
+    }
+
+    /// A length-prefixed field: `Some(None)` for null (-1).
+    #[inline(always)]
+    pub(crate) fn field(&mut self) -> Option<Option<(usize, usize)>> {
+        let len = self.varint()?;
+        if len == -1 {
+            return Some(None);
+        }
+        let start = self.pos;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        if end > self.b.len() {
+            return None;
+        }
+        self.pos = end;
+        Some(Some((start, end)))
+    }
 }
 
 #[cfg(test)]
@@ -112,9 +121,11 @@ mod tests {
             let mut buf = [0u8; 10];
             let n = write_varint(&mut buf, 0, v);
             assert_eq!(n, varint_len(v), "length of {v}");
-            assert_eq!(read_varlong(&buf, 0).unwrap(), (v, n), "value {v}");
+            let mut c = Cursor { b: &buf, pos: 0 };
+            assert_eq!((c.varlong(), c.pos), (Some(v), n), "value {v}");
             if let Ok(v32) = i32::try_from(v) {
-                assert_eq!(read_varint(&buf, 0).unwrap(), (v32, n));
+                let mut c = Cursor { b: &buf, pos: 0 };
+                assert_eq!((c.varint(), c.pos), (Some(v32), n));
             }
         }
     }
@@ -144,8 +155,26 @@ mod tests {
 
     #[test]
     fn truncated_and_overlong_inputs_are_errors() {
-        assert!(read_varint(&[0x80, 0x80], 0).is_err());
-        assert!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01], 0).is_err());
-        assert!(read_varlong(&[0xff; 11], 0).is_err());
+        let varint = |b: &[u8]| Cursor { b, pos: 0 }.varint();
+        assert_eq!(varint(&[0x80, 0x80]), None, "truncated");
+        assert_eq!(
+            varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            None,
+            "longer than 5 bytes"
+        );
+        assert_eq!(
+            varint(&[0xff, 0xff, 0xff, 0xff, 0x7f]),
+            None,
+            "overflows 32 bits"
+        );
+        assert_eq!(
+            Cursor {
+                b: &[0xff; 11],
+                pos: 0
+            }
+            .varlong(),
+            None,
+            "longer than 10 bytes"
+        );
     }
 }

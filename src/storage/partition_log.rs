@@ -620,6 +620,19 @@ impl PartitionLog {
         Ok(st.active.seg.base_offset)
     }
 
+    /// Deletes the files of segments already taken out of the segment list
+    /// (readers holding their maps keep reading them).
+    fn remove_segments(&self, doomed: &[Arc<Segment>]) -> Result<()> {
+        for seg in doomed {
+            seg.mark_deleted();
+            seg.delete_files()?;
+        }
+        if !doomed.is_empty() {
+            self.state.lock().dir_dirty = true;
+        }
+        Ok(())
+    }
+
     /// Deletes every closed segment below `base_offset` (which must be a
     /// segment's base): the log then starts there.
     pub(crate) fn delete_before(&self, base_offset: u64) -> Result<()> {
@@ -628,14 +641,7 @@ impl PartitionLog {
             let n = st.closed.partition_point(|s| s.base_offset < base_offset);
             st.closed.drain(..n).collect()
         };
-        for seg in &doomed {
-            seg.mark_deleted();
-            seg.delete_files()?;
-        }
-        if !doomed.is_empty() {
-            self.state.lock().dir_dirty = true;
-        }
-        Ok(())
+        self.remove_segments(&doomed)
     }
 
     /// First offset still stored.
@@ -831,14 +837,7 @@ impl PartitionLog {
             }
             st.closed.drain(..n).collect()
         };
-        for seg in &doomed {
-            seg.mark_deleted();
-            seg.delete_files()?;
-        }
-        if !doomed.is_empty() {
-            self.state.lock().dir_dirty = true;
-        }
-        Ok(())
+        self.remove_segments(&doomed)
     }
 
     pub(crate) fn dir(&self) -> &Path {
