@@ -139,7 +139,9 @@ struct OpenBatch {
 
 struct Active {
     seg: Arc<Segment>,
-    file: Arc<DataFile>,
+    /// The file is opened only for the rare calls that need a descriptor
+    /// (grow, truncate, fsync): a log of thousands of partitions holds
+    /// maps, not thousands of open files.
     map: Arc<SegmentMap>,
     capacity: u64,
     allocated: u64,
@@ -671,25 +673,32 @@ impl PartitionLog {
         if self.durable_offset.load(Ordering::Acquire) >= target {
             return Ok(());
         }
-        let (files, dir_dirty, end, point) = {
+        let (mut files, active_path, dir_dirty, end, point) = {
             let mut st = self.state.lock();
             if let Some((path, msg)) = &st.failed {
                 return Err(self.failed_error(path, msg));
             }
             st.seal_open();
-            let mut files = std::mem::take(&mut st.unsynced);
-            files.push(Arc::clone(&st.active.file));
+            let files = std::mem::take(&mut st.unsynced);
             let point = RecoveryPoint {
                 segment: st.active.seg.base_offset,
                 position: st.active.sealed_end,
             };
             (
                 files,
+                st.active.seg.log_path.clone(),
                 std::mem::take(&mut st.dir_dirty),
                 st.next_offset,
                 point,
             )
         };
+        // The active file may have rolled and been deleted by retention
+        // since: then its data is gone and there is nothing to sync.
+        match DataFile::open(&active_path, false) {
+            Ok(f) => files.push(Arc::new(f)),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         self.fsync_all(&files, dir_dirty)?;
         *rp = point;
         self.durable_offset.fetch_max(end, Ordering::AcqRel);
@@ -779,7 +788,8 @@ impl PartitionLog {
         st.shut = true;
         st.seal_open();
         let a = &mut st.active;
-        a.file.truncate(a.write_pos)?;
+        let active_file = DataFile::open(&a.seg.log_path, false)?;
+        active_file.truncate(a.write_pos)?;
         a.allocated = a.write_pos;
         write_index_files(&a.seg, &a.ix)?;
         let clean = CleanState {
@@ -789,7 +799,7 @@ impl PartitionLog {
             offset_of_max_timestamp: st.active.ix.offset_of_max_timestamp,
         };
         let mut files = std::mem::take(&mut st.unsynced);
-        files.push(Arc::clone(&st.active.file));
+        files.push(Arc::new(active_file));
         let dir = std::mem::take(&mut st.dir_dirty);
         let point = RecoveryPoint {
             segment: st.active.seg.base_offset,
@@ -1502,7 +1512,8 @@ impl State {
     fn roll(&mut self, dir: &Path, limits: Limits) -> Result<()> {
         self.seal_open();
         let a = &mut self.active;
-        a.file.truncate(a.write_pos)?;
+        let old_file = DataFile::open(&a.seg.log_path, false)?;
+        old_file.truncate(a.write_pos)?;
         // The indexes are fsynced with the segment by the background flush;
         // until then the segment is after the recovery point, and recovery
         // rebuilds them.
@@ -1520,7 +1531,7 @@ impl State {
         a.seg.set_closed(a.write_pos, Some(ix.max_timestamp));
         let new_active = Active::create(dir, self.next_offset, limits.segment_bytes)?;
         let old = std::mem::replace(&mut self.active, new_active);
-        self.unsynced.push(old.file);
+        self.unsynced.push(Arc::new(old_file));
         self.closed.push(old.seg);
         self.dir_dirty = true;
         Ok(())
@@ -1554,7 +1565,6 @@ impl Active {
         let allocated = file.len()?;
         Ok(Active {
             seg: Arc::new(seg),
-            file: Arc::new(file),
             map,
             capacity,
             allocated,
@@ -1577,7 +1587,7 @@ impl Active {
     fn grow(&mut self, end: u64) -> Result<()> {
         let step = self.allocated.clamp(ALLOC_STEP_MIN, ALLOC_STEP_MAX);
         let target = (self.allocated + step).max(end).min(self.capacity);
-        self.file.allocate(target)?;
+        DataFile::open(&self.seg.log_path, false)?.allocate(target)?;
         self.allocated = target;
         Ok(())
     }

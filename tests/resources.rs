@@ -1,0 +1,48 @@
+//! Guarantee: resources do not grow with the number of partitions beyond
+//! memory maps — a log of thousands of partitions opens, appends, closes
+//! and reopens without holding a file descriptor per partition (the
+//! default `ulimit -n` is often 1,024).
+
+use brook::{Log, TopicConfig};
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("Linux /proc")
+        .count()
+}
+
+#[test]
+fn many_partitions_hold_no_file_descriptor_each() {
+    const PARTITIONS: u32 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let before = open_fds();
+    let log = Log::open(dir.path()).unwrap();
+    let topic = log
+        .create_topic("wide", TopicConfig::default().partitions(PARTITIONS))
+        .unwrap();
+    for i in 0..4 * PARTITIONS {
+        topic.append(i.to_be_bytes(), "v").unwrap();
+    }
+    let while_open = open_fds();
+    assert!(
+        while_open < before + 64,
+        "{while_open} descriptors open with {PARTITIONS} partitions (was {before})"
+    );
+    log.close().unwrap();
+    // A second log on the same directory while the closed handle still exists.
+    let reopened = Log::open(dir.path()).unwrap();
+    let t = reopened.topic("wide").unwrap();
+    let total: u64 = (0..PARTITIONS)
+        .map(|p| t.partition(p).unwrap().end_offset())
+        .sum();
+    assert_eq!(
+        total,
+        4 * PARTITIONS as u64,
+        "records lost across close and reopen"
+    );
+    assert!(
+        open_fds() < before + 64,
+        "reopening holds a descriptor per partition"
+    );
+    drop(log);
+}
