@@ -33,6 +33,12 @@ pub(crate) fn create_dir_durable(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates `path` (and missing parents) without fsyncing its parent: the
+/// caller does that once after creating several.
+pub(crate) fn create_dir(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))
+}
+
 /// Fsyncs a directory, making the entries created or removed in it durable.
 pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     let dir = File::open(path).map_err(|e| Error::io("open directory", path, e))?;

@@ -276,6 +276,9 @@ impl Log {
             );
         }
         remove_orphans(&dir, &topics_file)?;
+        // Partition directories created above (the offset store on first
+        // open, partitions lost before a crash) become durable here.
+        io::sync_dir(&dir)?;
 
         let shared = Arc::new(Shared {
             dir,

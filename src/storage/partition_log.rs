@@ -162,6 +162,9 @@ struct State {
     shut: bool,
     /// The topic was deleted: nothing is readable any more.
     deleted: bool,
+    /// Records were appended (or recovery rewrote the tail) since the
+    /// partition was created or opened clean: close has work to do.
+    changed: bool,
 }
 
 /// What a read does next, decided under the lock.
@@ -278,10 +281,12 @@ impl PartitionLog {
         limits: Limits,
     ) -> Result<Self> {
         let dir = root.join(dir_name(&topic, partition));
-        io::create_dir_durable(&dir)?;
+        // The caller fsyncs `root` once for all the partitions it creates
+        // (creating a topic ends with the atomic replace of topics.json,
+        // which fsyncs the directory).
+        io::create_dir(&dir)?;
         let active = Active::create(&dir, 0, limits.segment_bytes)?;
-        io::sync_dir(&dir)?;
-        Ok(Self::assemble(
+        let log = Self::assemble(
             topic,
             partition,
             dir,
@@ -290,7 +295,12 @@ impl PartitionLog {
             active,
             0,
             RecoveryPoint::default(),
-        ))
+        );
+        // The segment files' directory entries become durable with the first
+        // sync of the partition (before any append is acknowledged as
+        // durable); a partition whose files a power loss took reopens empty.
+        log.state.lock().dir_dirty = true;
+        Ok(log)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -318,6 +328,7 @@ impl PartitionLog {
                 failed: None,
                 shut: false,
                 deleted: false,
+                changed: false,
             }),
             durable_offset: AtomicU64::new(0),
             sync_lock: Mutex::new(recovery),
@@ -433,6 +444,8 @@ impl PartitionLog {
                     rp,
                 );
                 log.durable_offset.store(0, Ordering::Release);
+                // Close must write the rebuilt indexes.
+                log.state.lock().changed = true;
                 return Ok(log);
             }
             let mut ix = rec.ix;
@@ -553,6 +566,7 @@ impl PartitionLog {
         let mut st = self.state.lock();
         self.check_writable(&st)?;
         let segments_before = st.closed.len();
+        st.changed = true;
         let result = (|| {
             for (parts, ts) in records {
                 let offset = match st.append_fast(&parts, ts) {
@@ -787,26 +801,32 @@ impl PartitionLog {
         }
         st.shut = true;
         st.seal_open();
-        let a = &mut st.active;
-        let active_file = DataFile::open(&a.seg.log_path, false)?;
-        active_file.truncate(a.write_pos)?;
-        a.allocated = a.write_pos;
-        write_index_files(&a.seg, &a.ix)?;
+        let unchanged = !st.changed && st.unsynced.is_empty() && !st.dir_dirty;
         let clean = CleanState {
             next_offset: st.next_offset,
             active_len: st.active.write_pos,
             max_timestamp: st.active.ix.max_timestamp,
             offset_of_max_timestamp: st.active.ix.offset_of_max_timestamp,
         };
+        if unchanged {
+            // Nothing written since it was opened clean or created: the
+            // files are as durable as they were.
+            return Ok((*rp, clean));
+        }
+        let a = &mut st.active;
+        let active_file = DataFile::open(&a.seg.log_path, false)?;
+        active_file.truncate(a.write_pos)?;
+        a.allocated = a.write_pos;
+        let index_files = write_index_files(&a.seg, &a.ix)?;
         let mut files = std::mem::take(&mut st.unsynced);
         files.push(Arc::new(active_file));
+        files.extend(index_files);
         let dir = std::mem::take(&mut st.dir_dirty);
         let point = RecoveryPoint {
             segment: st.active.seg.base_offset,
             position: st.active.write_pos,
         };
         drop(st);
-        // Index files were written by write_atomic (already durable).
         self.fsync_all(&files, dir)?;
         *rp = point;
         self.durable_offset
@@ -1246,11 +1266,23 @@ fn parse_segment_name(name: &str, ext: &str) -> Option<u64> {
     stem.parse().ok()
 }
 
-fn write_index_files(seg: &Segment, ix: &IndexBuilder) -> Result<()> {
+/// Writes a segment's final indexes in place and returns the files, which
+/// the caller fsyncs (with the segment) before anything trusts them: the
+/// background flush after a roll, `close` before the clean-shutdown marker.
+/// Until then recovery does not rely on them.
+fn write_index_files(seg: &Segment, ix: &IndexBuilder) -> Result<[Arc<DataFile>; 2]> {
     let mut ix = ix.clone();
     ix.add_time_entry(seg.base_offset);
-    io::write_atomic(&seg.index_path, &ix.encode_offsets())?;
-    io::write_atomic(&seg.timeindex_path, &ix.encode_times())
+    let write = |path: &Path, bytes: Vec<u8>| -> Result<Arc<DataFile>> {
+        let f = DataFile::open(path, true)?;
+        f.truncate(0)?;
+        f.write_all_at(&bytes, 0)?;
+        Ok(Arc::new(f))
+    };
+    Ok([
+        write(&seg.index_path, ix.encode_offsets())?,
+        write(&seg.timeindex_path, ix.encode_times())?,
+    ])
 }
 
 struct Recovered {
@@ -1517,17 +1549,9 @@ impl State {
         // The indexes are fsynced with the segment by the background flush;
         // until then the segment is after the recovery point, and recovery
         // rebuilds them.
+        self.unsynced.extend(write_index_files(&a.seg, &a.ix)?);
         let mut ix = a.ix.clone();
         ix.add_time_entry(a.seg.base_offset);
-        for (path, bytes) in [
-            (&a.seg.index_path, ix.encode_offsets()),
-            (&a.seg.timeindex_path, ix.encode_times()),
-        ] {
-            let f = DataFile::open(path, true)?;
-            f.truncate(0)?;
-            f.write_all_at(&bytes, 0)?;
-            self.unsynced.push(Arc::new(f));
-        }
         a.seg.set_closed(a.write_pos, Some(ix.max_timestamp));
         let new_active = Active::create(dir, self.next_offset, limits.segment_bytes)?;
         let old = std::mem::replace(&mut self.active, new_active);
