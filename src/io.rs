@@ -273,6 +273,10 @@ impl DataFile {
     /// fdatasync: the file's data (and the size needed to read it) is on
     /// stable storage.
     pub(crate) fn sync_data(&self) -> Result<()> {
+        #[cfg(test)]
+        if let Some(e) = faults::take_fsync_failure(&self.path) {
+            return Err(Error::io("fsync", &self.path, e));
+        }
         self.file
             .sync_data()
             .map_err(|e| Error::io("fsync", &self.path, e))
@@ -320,6 +324,36 @@ pub(crate) fn map_read(path: &Path) -> Result<Option<Mmap>> {
     let map = unsafe { MmapOptions::new().len(len as usize).map(&file) }
         .map_err(|e| Error::io("mmap", path, e))?;
     Ok(Some(map))
+}
+
+/// Fault injection for the crate's own tests: the next fsync of a file
+/// whose path ends with a given suffix fails (per thread, so parallel tests
+/// do not interfere).
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::cell::RefCell;
+    use std::path::Path;
+
+    thread_local! {
+        static FAIL_FSYNC: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Makes the next fsync of a file ending in `suffix` on this thread fail
+    /// with EIO.
+    pub(crate) fn fail_next_fsync(suffix: &str) {
+        FAIL_FSYNC.with(|f| f.borrow_mut().push(suffix.to_owned()));
+    }
+
+    pub(super) fn take_fsync_failure(path: &Path) -> Option<std::io::Error> {
+        FAIL_FSYNC.with(|f| {
+            let mut f = f.borrow_mut();
+            let i = f
+                .iter()
+                .position(|s| path.to_string_lossy().ends_with(s.as_str()))?;
+            f.remove(i);
+            Some(std::io::Error::from_raw_os_error(libc::EIO))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1802,8 +1802,14 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let log = reopen(dir.path(), false, RecoveryPoint::default());
         assert_eq!(log.end_offset(), 0, "the only batch was torn");
+        assert!(clean.next_offset == 20, "close had recorded 20 records");
+        // The garbage is gone: new appends take the torn records' offsets
+        // and read back intact, also after another reopen.
+        append_n(&log, 0, 7, 50);
+        check_all(&log, 7, 50);
         drop(log);
-        let _ = clean;
+        let log = reopen(dir.path(), true, RecoveryPoint::default());
+        check_all(&log, 7, 50);
     }
 
     #[test]
@@ -1825,6 +1831,37 @@ mod tests {
         check_all(&log, 1000, 100);
         append_n(&log, 1000, 10, 100);
         check_all(&log, 1010, 100);
+    }
+
+    #[test]
+    fn a_failed_fsync_makes_the_partition_read_only_and_is_never_retried_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap();
+        append_n(&log, 0, 10, 50);
+        log.sync().unwrap();
+        assert_eq!(log.durable_offset.load(Ordering::Acquire), 10);
+        append_n(&log, 10, 5, 50);
+        crate::io::faults::fail_next_fsync("00000000000000000000.log");
+        let err = log.sync().unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        // Not reported durable, and no later sync pretends otherwise.
+        assert_eq!(log.durable_offset.load(Ordering::Acquire), 10);
+        let again = log.sync().unwrap_err();
+        assert!(
+            again.to_string().contains("00000000000000000000.log"),
+            "{again}"
+        );
+        assert_eq!(log.durable_offset.load(Ordering::Acquire), 10);
+        // Every later append fails naming the file; what was acknowledged
+        // stays readable.
+        let parts = RecordParts::new(Some(b"k"), Some(b"v"), &[]);
+        let err = log.append([(parts, 1)], |_, _| {}).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        assert!(
+            err.to_string().contains("00000000000000000000.log"),
+            "{err}"
+        );
+        check_all(&log, 15, 50);
     }
 
     #[test]
