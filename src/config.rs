@@ -93,6 +93,27 @@ pub enum CleanupPolicy {
     Delete,
     /// Keep at least the latest record of every key (log compaction).
     Compact,
+    /// Compact, and also delete whole old segments by retention (Kafka's
+    /// `cleanup.policy=compact,delete`).
+    CompactAndDelete,
+}
+
+impl CleanupPolicy {
+    /// Whether the topic is compacted (records need keys).
+    pub fn compacts(self) -> bool {
+        matches!(
+            self,
+            CleanupPolicy::Compact | CleanupPolicy::CompactAndDelete
+        )
+    }
+
+    /// Whether retention deletes old segments.
+    pub fn deletes(self) -> bool {
+        matches!(
+            self,
+            CleanupPolicy::Delete | CleanupPolicy::CompactAndDelete
+        )
+    }
 }
 
 /// Largest segment: positions in the offset index are 32-bit, as in Kafka.
@@ -101,7 +122,7 @@ pub const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
 /// Settings of one topic, persisted with it. Builder style:
 /// `TopicConfig::default().partitions(4).segment_bytes(64 << 20)`; read the
 /// settings back through the public fields (`cfg.segment_bytes`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct TopicConfig {
@@ -124,6 +145,15 @@ pub struct TopicConfig {
     pub replication_factor: u16,
     /// Minimum in-sync replicas for `Acks::All` on a cluster (default 1).
     pub min_insync_replicas: u16,
+    /// Compaction runs when the not-yet-compacted share of the closed
+    /// segments' bytes reaches this (default 0.5, like Kafka).
+    pub min_cleanable_dirty_ratio: f64,
+    /// A record is compacted no sooner than this after its timestamp
+    /// (default 0).
+    pub min_compaction_lag: Duration,
+    /// A tombstone stays this long after compaction first kept it, so slow
+    /// consumers see the delete (default 24 h, like Kafka).
+    pub delete_retention: Duration,
 }
 
 impl Default for TopicConfig {
@@ -137,6 +167,9 @@ impl Default for TopicConfig {
             cleanup_policy: CleanupPolicy::Delete,
             replication_factor: 1,
             min_insync_replicas: 1,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag: Duration::ZERO,
+            delete_retention: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -190,6 +223,24 @@ impl TopicConfig {
         self
     }
 
+    /// Sets the dirty ratio that triggers compaction (0.0..=1.0).
+    pub fn min_cleanable_dirty_ratio(mut self, ratio: f64) -> Self {
+        self.min_cleanable_dirty_ratio = ratio;
+        self
+    }
+
+    /// Sets how old a record must be before compaction may remove it.
+    pub fn min_compaction_lag(mut self, lag: Duration) -> Self {
+        self.min_compaction_lag = lag;
+        self
+    }
+
+    /// Sets how long compaction keeps tombstones.
+    pub fn delete_retention(mut self, retention: Duration) -> Self {
+        self.delete_retention = retention;
+        self
+    }
+
     /// Checks that the settings can work together; `topic` names the topic in
     /// the error.
     pub(crate) fn validate(&self, topic: &str) -> Result<()> {
@@ -218,6 +269,12 @@ impl TopicConfig {
                 "segment_bytes {} is smaller than one record of max_record_bytes {} plus a \
                  {BATCH_HEADER_BYTES}-byte batch header",
                 self.segment_bytes, self.max_record_bytes
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return fail(format!(
+                "min_cleanable_dirty_ratio must be within 0.0..=1.0, got {}",
+                self.min_cleanable_dirty_ratio
             ));
         }
         if self.replication_factor == 0 {

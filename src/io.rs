@@ -125,6 +125,17 @@ pub(crate) fn list_dir(path: &Path) -> Result<Vec<DirEntry>> {
     Ok(out)
 }
 
+/// Renames a file (replacing `to`); the caller fsyncs the directory.
+pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(|e| Error::io("rename", from, e))
+}
+
+/// Modification time of a file in milliseconds since the Unix epoch.
+pub(crate) fn modified_ms(path: &Path) -> Option<i64> {
+    let m = fs::metadata(path).ok()?.modified().ok()?;
+    Some(m.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64)
+}
+
 /// Length of a file, or `None` if it does not exist.
 pub(crate) fn file_len(path: &Path) -> Result<Option<u64>> {
     match fs::metadata(path) {
@@ -342,6 +353,28 @@ pub(crate) mod faults {
     /// with EIO.
     pub(crate) fn fail_next_fsync(suffix: &str) {
         FAIL_FSYNC.with(|f| f.borrow_mut().push(suffix.to_owned()));
+    }
+
+    thread_local! {
+        static CRASH_COMPACTION: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Makes the next compaction on this thread stop after swap step `step`
+    /// (1 = files written, 2 = committed, 3 = swapped in memory, 4 = old
+    /// segments deleted), as a crash there would.
+    pub(crate) fn crash_compaction_after(step: u32) {
+        CRASH_COMPACTION.with(|c| c.set(step));
+    }
+
+    pub(crate) fn compaction_crash_due(step: u32) -> bool {
+        CRASH_COMPACTION.with(|c| {
+            if c.get() == step {
+                c.set(0);
+                true
+            } else {
+                false
+            }
+        })
     }
 
     pub(super) fn take_fsync_failure(path: &Path) -> Option<std::io::Error> {

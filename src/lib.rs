@@ -54,6 +54,6 @@ pub use consumer::{
     PartitionLag, RebalanceContext, RebalanceListener, ResetTo,
 };
 pub use error::{Error, Result};
-pub use log::Log;
+pub use log::{CompactionStats, Log};
 pub use record::{Message, Record, RecordMetadata, TopicPartition};
 pub use topic::{murmur2, Partition, Partitioner, Topic};

@@ -40,7 +40,8 @@ use crate::consumer::{
 use crate::error::{Error, Result};
 use crate::io::{self, DirLock};
 use crate::storage::{
-    dir_name, now_ms, CleanState, Limits, OpenHints, PartitionLog, RecoveryPoint, OPEN_BATCH_LINGER,
+    dir_name, now_ms, CleanState, CompactSettings, CompactionReport, Limits, OpenHints,
+    PartitionLog, RecoveryPoint, OPEN_BATCH_LINGER,
 };
 use crate::topic::{validate_topic_name, Topic, TopicInner};
 
@@ -69,6 +70,9 @@ struct PartitionCheckpoint {
     recovery_segment: u64,
     recovery_position: u64,
     clean: Option<CleanCheckpoint>,
+    /// Offsets below this were compacted.
+    #[serde(default)]
+    clean_offset: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq)]
@@ -172,6 +176,7 @@ const OFFSETS_SEGMENT_BYTES: u64 = 8 << 20;
 fn offsets_limits() -> Limits {
     Limits {
         segment_bytes: OFFSETS_SEGMENT_BYTES,
+        compacted: false,
         retention_bytes: None,
         retention_ms: None,
     }
@@ -249,9 +254,12 @@ impl Log {
                         offset_of_max_timestamp: c.offset_of_max_timestamp,
                     }),
                 same_boot,
+                clean_offset: c.map_or(0, |c| c.clean_offset),
             };
             if io::file_len(&dir.join(dir_name(name, p)))?.is_some() {
-                PartitionLog::open(&dir, Arc::clone(name), p, limits, hints)
+                let log = PartitionLog::open(&dir, Arc::clone(name), p, limits, hints)?;
+                log.set_clean_offset(hints.clean_offset);
+                Ok(log)
             } else {
                 // New, or lost between creation and the topics file: start empty.
                 PartitionLog::create(&dir, Arc::clone(name), p, limits)
@@ -506,6 +514,35 @@ impl Log {
         self.inner.shared.coordinator.group_ids()
     }
 
+    /// Runs a compaction pass over every partition of a compacted topic
+    /// now, whatever the dirty ratio (still respecting
+    /// `min_compaction_lag`). For tests and operators; a background cleaner
+    /// does the same when the dirty ratio passes `min_cleanable_dirty_ratio`.
+    pub fn compact_now(&self, topic: &str) -> Result<CompactionStats> {
+        self.check_open()?;
+        let s = &self.inner.shared;
+        let t = s
+            .topics
+            .read()
+            .get(topic)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopic {
+                topic: topic.to_owned(),
+            })?;
+        let cfg = t.config.read().clone();
+        if !cfg.cleanup_policy.compacts() {
+            return Err(Error::config(format!(
+                "topic {topic:?} is not compacted (cleanup_policy {:?})",
+                cfg.cleanup_policy
+            )));
+        }
+        let mut stats = CompactionStats::default();
+        for log in t.partitions.read().clone() {
+            stats.add(log.compact(compact_settings(&cfg, true))?);
+        }
+        Ok(stats)
+    }
+
     /// Hands everything appended so far to the OS as whole batches (it is
     /// already safe from a process crash; see [`sync`](Self::sync) for power loss).
     pub fn flush(&self) -> Result<()> {
@@ -589,6 +626,7 @@ impl Shared {
                     partition: log.partition,
                     recovery_segment: rp.segment,
                     recovery_position: rp.position,
+                    clean_offset: log.clean_offset(),
                     clean: c.map(|c| CleanCheckpoint {
                         next_offset: c.next_offset,
                         active_len: c.active_len,
@@ -688,6 +726,19 @@ fn background(shared: Arc<Shared>) {
             }
             let _ = log.flush_rolled();
         }
+        // The cleaner: compacted topics whose dirty ratio passed the mark.
+        let compacted: Vec<(TopicConfig, Vec<Arc<PartitionLog>>)> = shared
+            .topics
+            .read()
+            .values()
+            .map(|t| (t.config.read().clone(), t.partitions.read().clone()))
+            .filter(|(c, _)| c.cleanup_policy.compacts())
+            .collect();
+        for (cfg, logs) in compacted {
+            for log in logs {
+                let _ = log.compact(compact_settings(&cfg, false));
+            }
+        }
         if last_retention.elapsed() >= retention_every {
             last_retention = Instant::now();
             let now = now_ms();
@@ -702,12 +753,57 @@ fn background(shared: Arc<Shared>) {
     }
 }
 
+fn compact_settings(cfg: &TopicConfig, force: bool) -> CompactSettings {
+    let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
+    CompactSettings {
+        now_ms: now_ms(),
+        force,
+        min_dirty_ratio: cfg.min_cleanable_dirty_ratio,
+        min_lag_ms: ms(cfg.min_compaction_lag),
+        delete_retention_ms: ms(cfg.delete_retention),
+    }
+}
+
+/// What a compaction pass did (summed over partitions).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactionStats {
+    /// Segments read.
+    pub segments_in: u64,
+    /// Segments written.
+    pub segments_out: u64,
+    /// Records read.
+    pub records_in: u64,
+    /// Records kept.
+    pub records_out: u64,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+}
+
+impl CompactionStats {
+    fn add(&mut self, r: CompactionReport) {
+        self.segments_in += r.segments_in;
+        self.segments_out += r.segments_out;
+        self.records_in += r.records_in;
+        self.records_out += r.records_out;
+        self.bytes_in += r.bytes_in;
+        self.bytes_out += r.bytes_out;
+    }
+}
+
+/// Per-partition limits of a topic; retention applies only when the
+/// cleanup policy deletes.
 fn limits(cfg: &TopicConfig) -> Limits {
+    let deletes = cfg.cleanup_policy.deletes();
     Limits {
         segment_bytes: cfg.segment_bytes,
-        retention_bytes: cfg.retention_bytes,
+        compacted: cfg.cleanup_policy.compacts(),
+        retention_bytes: cfg.retention_bytes.filter(|_| deletes),
         retention_ms: cfg
             .retention
+            .filter(|_| deletes)
             .map(|d| d.as_millis().min(u64::MAX as u128) as u64),
     }
 }

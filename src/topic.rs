@@ -105,6 +105,8 @@ pub(crate) struct TopicInner {
     pub partitions: RwLock<Vec<Arc<PartitionLog>>>,
     pub deleted: AtomicBool,
     pub sync: SyncPolicy,
+    /// Copy of `config.cleanup_policy.compacts()`: records need keys.
+    compacted: bool,
     round_robin: AtomicU32,
 }
 
@@ -118,6 +120,7 @@ impl TopicInner {
         TopicInner {
             name,
             max_record_bytes: config.max_record_bytes,
+            compacted: config.cleanup_policy.compacts(),
             config: RwLock::new(config),
             partitions: RwLock::new(partitions),
             deleted: AtomicBool::new(false),
@@ -339,6 +342,12 @@ impl Topic {
 
     /// Checks size and timestamp; returns the timestamp to store.
     fn check_record(&self, parts: &RecordParts<'_>, timestamp: Option<i64>) -> Result<i64> {
+        if self.inner.compacted && parts.key.is_none() {
+            return Err(Error::InvalidRecord {
+                topic: self.inner.name.to_string(),
+                reason: "a compacted topic needs a key on every record".into(),
+            });
+        }
         let max = self.inner.max_record_bytes;
         let size = parts.encoded_len(0, 0);
         if size > max {

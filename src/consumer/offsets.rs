@@ -260,6 +260,7 @@ mod tests {
     fn store(dir: &std::path::Path, create: bool) -> OffsetStore {
         let limits = Limits {
             segment_bytes: 64 * 1024,
+            compacted: false,
             retention_bytes: None,
             retention_ms: None,
         };

@@ -5,12 +5,13 @@
 //! bytes. Nothing here knows about topics beyond a name for messages and
 //! errors.
 
+mod cleaner;
 mod partition_log;
 mod segment;
 
 pub(crate) use segment::SegmentMap;
 
 pub(crate) use partition_log::{
-    dir_name, now_ms, CleanState, Limits, Notify, OpenHints, PartitionLog, RecoveryPoint,
-    OPEN_BATCH_LINGER,
+    dir_name, now_ms, CleanState, CompactSettings, CompactionReport, Limits, Notify, OpenHints,
+    PartitionLog, RecoveryPoint, OPEN_BATCH_LINGER,
 };

@@ -61,6 +61,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::cleaner;
 use super::segment::{
     read_offset_entry, read_time_entry, scan_batches, share_region, IndexBuilder, Scan, Segment,
     SegmentMap, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES,
@@ -98,8 +99,32 @@ pub(crate) fn now_ms() -> i64 {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub segment_bytes: u64,
+    /// Compacted topic: offsets may have gaps (removed records).
+    pub compacted: bool,
     pub retention_bytes: Option<u64>,
     pub retention_ms: Option<u64>,
+}
+
+/// How a compaction pass decides what to do.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CompactSettings {
+    pub now_ms: i64,
+    /// Compact even below the dirty ratio (`compact_now`).
+    pub force: bool,
+    pub min_dirty_ratio: f64,
+    pub min_lag_ms: u64,
+    pub delete_retention_ms: u64,
+}
+
+/// What a compaction pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CompactionReport {
+    pub segments_in: u64,
+    pub segments_out: u64,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 /// Where recovery must start checking: everything before `position` of
@@ -126,6 +151,8 @@ pub(crate) struct OpenHints {
     pub clean: Option<CleanState>,
     /// The directory was last written during this kernel boot.
     pub same_boot: bool,
+    /// Offsets below this were compacted.
+    pub clean_offset: u64,
 }
 
 struct OpenBatch {
@@ -201,6 +228,10 @@ pub(crate) struct PartitionLog {
     /// Offsets below this are on stable storage.
     durable_offset: AtomicU64,
     sync_lock: Mutex<RecoveryPoint>,
+    /// Offsets below this were compacted (the clean section).
+    clean_offset: AtomicU64,
+    /// One compaction at a time.
+    cleaner_lock: Mutex<()>,
     /// Wakers of consumers that read this partition (appends skip the
     /// notification while `watcher_count` is 0).
     watchers: Mutex<Vec<std::sync::Weak<Notify>>>,
@@ -285,7 +316,7 @@ impl PartitionLog {
         // (creating a topic ends with the atomic replace of topics.json,
         // which fsyncs the directory).
         io::create_dir(&dir)?;
-        let active = Active::create(&dir, 0, limits.segment_bytes)?;
+        let active = Active::create(&dir, 0, limits)?;
         let log = Self::assemble(
             topic,
             partition,
@@ -332,6 +363,8 @@ impl PartitionLog {
             }),
             durable_offset: AtomicU64::new(0),
             sync_lock: Mutex::new(recovery),
+            clean_offset: AtomicU64::new(0),
+            cleaner_lock: Mutex::new(()),
             watchers: Mutex::new(Vec::new()),
             watcher_count: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -346,6 +379,7 @@ impl PartitionLog {
         hints: OpenHints,
     ) -> Result<Self> {
         let dir = root.join(dir_name(&topic, partition));
+        recover_swaps(&dir)?;
         let mut bases = Vec::new();
         for e in io::list_dir(&dir)? {
             if e.is_dir {
@@ -370,7 +404,7 @@ impl PartitionLog {
         }
         if bases.is_empty() {
             // Every segment is gone: start over at the recovery point's segment.
-            let active = Active::create(&dir, hints.recovery.segment, limits.segment_bytes)?;
+            let active = Active::create(&dir, hints.recovery.segment, limits)?;
             io::sync_dir(&dir)?;
             let next = hints.recovery.segment;
             let log = Self::assemble(
@@ -404,7 +438,7 @@ impl PartitionLog {
         let rp = hints.recovery;
         // Trusted segments: fully fsynced before the recovery point.
         while i + 1 < bases.len() && bases[i + 1] <= rp.segment {
-            let seg = Segment::new(&dir, bases[i]);
+            let seg = Segment::new(&dir, bases[i], limits.compacted);
             let len = io::file_len(&seg.log_path)?.unwrap_or(0);
             seg.set_closed(len, None);
             closed.push(Arc::new(seg));
@@ -416,7 +450,7 @@ impl PartitionLog {
             let base = bases[i];
             let is_last = i + 1 == bases.len();
             let trusted_end = if base == rp.segment { rp.position } else { 0 };
-            let seg = Segment::new(&dir, base);
+            let seg = Segment::new(&dir, base, limits.compacted);
             let rec = recover_segment(&seg, trusted_end, is_last && hints.same_boot)?;
             seg.set_verified_from(trusted_end);
             if let Some(last) = rec.next_offset {
@@ -429,7 +463,7 @@ impl PartitionLog {
                 // A bad batch before the active segment ends the log there:
                 // later segments cannot follow a gap, so they go.
                 for &later in &bases[i + 1..] {
-                    let s = Segment::new(&dir, later);
+                    let s = Segment::new(&dir, later, limits.compacted);
                     s.delete_files()?;
                 }
                 let active = Active::resume(seg, rec.end, rec.ix, limits.segment_bytes)?;
@@ -470,7 +504,7 @@ impl PartitionLog {
         rp: RecoveryPoint,
     ) -> Result<Option<Self>> {
         let active_base = *bases.last().expect("at least one segment");
-        let seg = Segment::new(dir, active_base);
+        let seg = Segment::new(dir, active_base, limits.compacted);
         if io::file_len(&seg.log_path)? != Some(clean.active_len) {
             return Ok(None);
         }
@@ -504,7 +538,7 @@ impl PartitionLog {
         ix.bytes_since_entry = clean.active_len - ix.offsets.last().map_or(0, |&(_, p)| p as u64);
         let mut closed = Vec::with_capacity(bases.len() - 1);
         for &b in &bases[..bases.len() - 1] {
-            let s = Segment::new(dir, b);
+            let s = Segment::new(dir, b, limits.compacted);
             let len = io::file_len(&s.log_path)?.unwrap_or(0);
             s.set_closed(len, None);
             closed.push(Arc::new(s));
@@ -658,6 +692,186 @@ impl PartitionLog {
             st.closed.drain(..n).collect()
         };
         self.remove_segments(&doomed)
+    }
+
+    /// Offsets below this were compacted.
+    pub(crate) fn clean_offset(&self) -> u64 {
+        self.clean_offset.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_clean_offset(&self, offset: u64) {
+        self.clean_offset.store(offset, Ordering::Release);
+    }
+
+    /// One compaction pass over the closed segments (see `cleaner` for what
+    /// is kept and the crash-safe swap).
+    pub(crate) fn compact(&self, settings: CompactSettings) -> Result<CompactionReport> {
+        let _one_at_a_time = self.cleaner_lock.lock();
+        let mut report = CompactionReport::default();
+        let (candidates, active_base) = {
+            let st = self.state.lock();
+            self.check_writable(&st)?;
+            (st.closed.clone(), st.active.seg.base_offset)
+        };
+        // Segments younger than the compaction lag stay dirty, and so does
+        // everything after them.
+        let lag_cutoff = settings
+            .now_ms
+            .saturating_sub(settings.min_lag_ms.min(i64::MAX as u64) as i64);
+        let mut eligible = Vec::new();
+        for seg in &candidates {
+            if settings.min_lag_ms > 0 && seg.closed_max_timestamp()? > lag_cutoff {
+                break;
+            }
+            eligible.push(Arc::clone(seg));
+        }
+        if eligible.is_empty() {
+            return Ok(report);
+        }
+        let clean_offset = self.clean_offset();
+        let ends: Vec<u64> = eligible
+            .iter()
+            .skip(1)
+            .map(|s| s.base_offset)
+            .chain(std::iter::once(
+                candidates
+                    .get(eligible.len())
+                    .map_or(active_base, |s| s.base_offset),
+            ))
+            .collect();
+        let total: u64 = eligible.iter().map(|s| s.closed_len()).sum();
+        let dirty: u64 = eligible
+            .iter()
+            .zip(&ends)
+            .filter(|(_, &end)| end > clean_offset)
+            .map(|(s, _)| s.closed_len())
+            .sum();
+        if total == 0
+            || (!settings.force && (dirty as f64) < settings.min_dirty_ratio * total as f64)
+        {
+            return Ok(report);
+        }
+        let maps: Vec<Option<Arc<SegmentMap>>> = eligible
+            .iter()
+            .map(|s| s.closed_map())
+            .collect::<Result<_>>()?;
+        let bytes = |i: usize| -> &[u8] {
+            match &maps[i] {
+                // SAFETY: a closed segment's map covers at least `closed_len`
+                // bytes (checked when mapped) that never change.
+                Some(m) => unsafe {
+                    std::slice::from_raw_parts(m.ptr(), eligible[i].closed_len() as usize)
+                },
+                None => &[],
+            }
+        };
+        let sources: Vec<(&Segment, &[u8])> = (0..eligible.len())
+            .map(|i| (&*eligible[i], bytes(i)))
+            .collect();
+        let latest = cleaner::latest_offsets(&sources)?;
+        // Group consecutive segments while their sources fit one segment.
+        let mut start = 0;
+        while start < eligible.len() {
+            let mut end = start + 1;
+            let mut size = eligible[start].closed_len();
+            while end < eligible.len()
+                && size + eligible[end].closed_len() <= self.limits.segment_bytes
+            {
+                size += eligible[end].closed_len();
+                end += 1;
+            }
+            let group_end = ends[end - 1];
+            let drop_tombstones = |i: usize| {
+                let seg = &eligible[start + i];
+                ends[start + i] <= clean_offset
+                    && io::modified_ms(&seg.log_path).is_some_and(|m| {
+                        m.saturating_add(settings.delete_retention_ms as i64) < settings.now_ms
+                    })
+            };
+            self.swap_in(
+                &eligible[start..end],
+                &sources[start..end],
+                &latest,
+                group_end,
+                drop_tombstones,
+                &mut report,
+            )?;
+            start = end;
+        }
+        self.set_clean_offset(ends[eligible.len() - 1]);
+        Ok(report)
+    }
+
+    /// Compacts one group of segments and swaps the result in.
+    fn swap_in(
+        &self,
+        group: &[Arc<Segment>],
+        sources: &[(&Segment, &[u8])],
+        latest: &std::collections::HashMap<Vec<u8>, u64>,
+        group_end: u64,
+        drop_tombstones: impl Fn(usize) -> bool,
+        report: &mut CompactionReport,
+    ) -> Result<()> {
+        let base = group[0].base_offset;
+        let mut stats = cleaner::RewriteStats::default();
+        let (data, ix) = cleaner::rewrite(base, sources, latest, drop_tombstones, &mut stats)?;
+        let len = data.len() as u64;
+        // 1. The compacted files, fsynced.
+        let cleaned = |path: &Path| {
+            let mut s = path.as_os_str().to_owned();
+            s.push(cleaner::CLEANED_SUFFIX);
+            PathBuf::from(s)
+        };
+        let first = &group[0];
+        let targets = [&first.log_path, &first.index_path, &first.timeindex_path];
+        let staged = targets.map(|p| cleaned(p));
+        for (path, bytes) in staged
+            .iter()
+            .zip([data, ix.encode_offsets(), ix.encode_times()])
+        {
+            io::remove_file(path)?;
+            let f = DataFile::create_new(path)?;
+            f.write_all_at(&bytes, 0)?;
+            f.sync_data()?;
+        }
+        let new_seg = Arc::new(Segment::from_written_files(
+            &self.dir,
+            base,
+            true,
+            [&staged[0], &staged[1], &staged[2]],
+            len,
+            ix.max_timestamp,
+        )?);
+        crash_point(1)?;
+        // 2. Commit point.
+        let manifest = self.dir.join(format!(
+            "{}.{}",
+            super::segment::file_name(base, "log"),
+            cleaner::SWAP_EXT
+        ));
+        io::write_atomic(&manifest, format!("end={group_end}\n").as_bytes())?;
+        crash_point(2)?;
+        // 3. In memory: readers see the new segment or re-plan.
+        {
+            let mut st = self.state.lock();
+            let i = st.closed.iter().position(|s| Arc::ptr_eq(s, first));
+            if let Some(i) = i {
+                st.closed.splice(i..i + group.len(), [Arc::clone(&new_seg)]);
+            }
+        }
+        for seg in group {
+            seg.mark_deleted();
+        }
+        crash_point(3)?;
+        // 4 and 5.
+        finish_swap(&self.dir, &manifest, base, group_end)?;
+        report.segments_in += group.len() as u64;
+        report.segments_out += 1;
+        report.records_in += stats.records_in;
+        report.records_out += stats.records_out;
+        report.bytes_in += stats.bytes_in;
+        report.bytes_out += stats.bytes_out;
+        Ok(())
     }
 
     /// First offset still stored.
@@ -1035,7 +1249,9 @@ impl PartitionLog {
                 }
             }
             let base = h.base_offset as u64;
-            if expected_base.is_some_and(|e| e != base) || h.last_offset() >= limit_offset {
+            let misplaced =
+                expected_base.is_some_and(|e| if seg.gaps { base < e } else { base != e });
+            if misplaced || h.last_offset() >= limit_offset {
                 return Err(ReadError::Corrupt(
                     abs,
                     format!(
@@ -1258,6 +1474,76 @@ fn decode_records(
     Ok(())
 }
 
+/// Tests stop a compaction after a step to play a crash (see
+/// `io::faults::crash_compaction_after`).
+fn crash_point(step: u32) -> Result<()> {
+    #[cfg(test)]
+    if io::faults::compaction_crash_due(step) {
+        return Err(Error::io(
+            "simulated crash",
+            format!("compaction step {step}"),
+            std::io::Error::other("injected"),
+        ));
+    }
+    let _ = step;
+    Ok(())
+}
+
+/// Steps 4 and 5 of the swap (idempotent, also run by recovery): delete the
+/// group's other segments, move the `.cleaned` files into place, drop the
+/// manifest.
+fn finish_swap(dir: &Path, manifest: &Path, base: u64, group_end: u64) -> Result<()> {
+    for e in io::list_dir(dir)? {
+        for ext in ["log", "index", "timeindex"] {
+            if let Some(b) = parse_segment_name(&e.name, ext) {
+                if b > base && b < group_end {
+                    io::remove_file(&dir.join(&e.name))?;
+                }
+            }
+        }
+    }
+    crash_point(4)?;
+    for ext in ["log", "index", "timeindex"] {
+        let target = dir.join(super::segment::file_name(base, ext));
+        let mut staged = target.as_os_str().to_owned();
+        staged.push(cleaner::CLEANED_SUFFIX);
+        let staged = PathBuf::from(staged);
+        if io::file_len(&staged)?.is_some() {
+            io::rename(&staged, &target)?;
+        }
+    }
+    io::sync_dir(dir)?;
+    io::remove_file(manifest)?;
+    io::sync_dir(dir)
+}
+
+/// Before a partition opens: finish committed compaction swaps and drop
+/// uncommitted `.cleaned` files.
+fn recover_swaps(dir: &Path) -> Result<()> {
+    for e in io::list_dir(dir)? {
+        let Some(stem) = e.name.strip_suffix(&format!(".{}", cleaner::SWAP_EXT)) else {
+            continue;
+        };
+        let Some(base) = parse_segment_name(stem, "log") else {
+            continue;
+        };
+        let manifest = dir.join(&e.name);
+        let text = io::read_optional(&manifest)?.unwrap_or_default();
+        let end = std::str::from_utf8(&text)
+            .ok()
+            .and_then(|t| t.trim().strip_prefix("end="))
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| Error::corrupt(&manifest, 0, "unreadable compaction manifest"))?;
+        finish_swap(dir, &manifest, base, end)?;
+    }
+    for e in io::list_dir(dir)? {
+        if e.name.ends_with(cleaner::CLEANED_SUFFIX) {
+            io::remove_file(&dir.join(&e.name))?;
+        }
+    }
+    Ok(())
+}
+
 fn parse_segment_name(name: &str, ext: &str) -> Option<u64> {
     let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
@@ -1306,7 +1592,7 @@ fn recover_segment(seg: &Segment, trusted_end: u64, reseal: bool) -> Result<Reco
         mut end,
         mut next_offset,
         bad,
-    } = scan_batches(data, seg.base_offset, trusted_end.min(file_len));
+    } = scan_batches(data, seg.base_offset, trusted_end.min(file_len), seg.gaps);
     let mut truncated = false;
     if bad.is_some() {
         let tail = &data[end as usize..];
@@ -1553,7 +1839,7 @@ impl State {
         let mut ix = a.ix.clone();
         ix.add_time_entry(a.seg.base_offset);
         a.seg.set_closed(a.write_pos, Some(ix.max_timestamp));
-        let new_active = Active::create(dir, self.next_offset, limits.segment_bytes)?;
+        let new_active = Active::create(dir, self.next_offset, limits)?;
         let old = std::mem::replace(&mut self.active, new_active);
         self.unsynced.push(Arc::new(old_file));
         self.closed.push(old.seg);
@@ -1563,8 +1849,9 @@ impl State {
 }
 
 impl Active {
-    fn create(dir: &Path, base_offset: u64, segment_bytes: u64) -> Result<Active> {
-        let seg = Segment::new(dir, base_offset);
+    fn create(dir: &Path, base_offset: u64, limits: Limits) -> Result<Active> {
+        let segment_bytes = limits.segment_bytes;
+        let seg = Segment::new(dir, base_offset, limits.compacted);
         let file = DataFile::create_new(&seg.log_path)?;
         DataFile::open(&seg.index_path, true)?;
         DataFile::open(&seg.timeindex_path, true)?;
@@ -1696,6 +1983,7 @@ mod tests {
 
     const LIMITS: Limits = Limits {
         segment_bytes: 64 * 1024,
+        compacted: false,
         retention_bytes: None,
         retention_ms: None,
     };
@@ -1734,6 +2022,7 @@ mod tests {
             recovery,
             clean: None,
             same_boot,
+            clean_offset: 0,
         };
         PartitionLog::open(root, topic(), 0, LIMITS, hints).unwrap()
     }
@@ -1826,6 +2115,7 @@ mod tests {
             recovery: rp,
             clean: Some(clean),
             same_boot: true,
+            clean_offset: 0,
         };
         let log = PartitionLog::open(dir.path(), topic(), 0, LIMITS, hints).unwrap();
         check_all(&log, 1000, 100);
@@ -1864,6 +2154,198 @@ mod tests {
         check_all(&log, 15, 50);
     }
 
+    const COMPACTED: Limits = Limits {
+        segment_bytes: 4096,
+        compacted: true,
+        retention_bytes: None,
+        retention_ms: None,
+    };
+
+    fn compact_settings(delete_retention_ms: u64) -> CompactSettings {
+        CompactSettings {
+            now_ms: now_ms(),
+            force: true,
+            min_dirty_ratio: 0.5,
+            min_lag_ms: 0,
+            delete_retention_ms,
+        }
+    }
+
+    /// Appends `n` records `value = i` to keys `i % keys`; every 7th record
+    /// of key 3 is a tombstone.
+    fn append_keyed(log: &PartitionLog, from: u64, n: u64, keys: u64) {
+        for i in from..from + n {
+            let key = format!("key-{}", i % keys);
+            let value = i.to_string();
+            let tombstone = i % keys == 3 && i % 7 == 0;
+            let parts = RecordParts::new(
+                Some(key.as_bytes()),
+                (!tombstone).then_some(value.as_bytes()),
+                &[],
+            );
+            log.append([(parts, 1_000 + i as i64)], |o, _| assert_eq!(o, i))
+                .unwrap();
+        }
+    }
+
+    /// What a compacted read must satisfy: offsets increase, each record is
+    /// unchanged at its offset, and each key's latest record is present.
+    fn check_compacted(log: &PartitionLog, end: u64, keys: u64) -> Vec<Message> {
+        let msgs = log.read(log.start_offset(), usize::MAX).unwrap();
+        assert!(
+            msgs.windows(2).all(|w| w[0].offset() < w[1].offset()),
+            "offsets must increase"
+        );
+        for m in &msgs {
+            let i = m.offset();
+            assert_eq!(
+                m.key(),
+                Some(format!("key-{}", i % keys).as_bytes()),
+                "key at {i}"
+            );
+            if let Some(v) = m.value() {
+                assert_eq!(v, i.to_string().as_bytes(), "value at {i} changed");
+            }
+        }
+        for k in 0..keys {
+            let latest = (0..end).rev().find(|i| i % keys == k).unwrap();
+            let tombstoned = k == 3 && latest % 7 == 0;
+            let present = msgs.iter().any(|m| m.offset() == latest);
+            assert!(
+                present || tombstoned,
+                "latest record of key-{k} (offset {latest}) lost"
+            );
+        }
+        msgs
+    }
+
+    #[test]
+    fn compaction_keeps_each_keys_latest_record_at_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, COMPACTED).unwrap();
+        append_keyed(&log, 0, 3000, 10);
+        let report = log.compact(compact_settings(u64::MAX)).unwrap();
+        assert!(report.records_out < report.records_in / 10, "{report:?}");
+        // The compacted segments are small now: the next pass groups them.
+        let regroup = log.compact(compact_settings(u64::MAX)).unwrap();
+        assert!(regroup.segments_out < regroup.segments_in, "{regroup:?}");
+        let msgs = check_compacted(&log, 3000, 10);
+        assert!(
+            msgs.len() < 400,
+            "superseded records remain: {}",
+            msgs.len()
+        );
+        // Superseded records of closed segments are gone: at most one per key
+        // below the active segment.
+        let active = log.state.lock().active.seg.base_offset;
+        for k in 0..10u64 {
+            let n = msgs
+                .iter()
+                .filter(|m| m.offset() < active && m.offset() % 10 == k)
+                .count();
+            assert!(n <= 1, "key-{k} has {n} records in compacted segments");
+        }
+        // And it all survives reopening, clean or not, and more appends.
+        drop(log);
+        let log = reopen_with(dir.path(), COMPACTED);
+        check_compacted(&log, 3000, 10);
+        append_keyed(&log, 3000, 500, 10);
+        log.compact(compact_settings(u64::MAX)).unwrap();
+        let (rp, clean) = log.close().unwrap();
+        let log = PartitionLog::open(
+            dir.path(),
+            topic(),
+            0,
+            COMPACTED,
+            OpenHints {
+                recovery: rp,
+                clean: Some(clean),
+                same_boot: true,
+                clean_offset: 0,
+            },
+        )
+        .unwrap();
+        check_compacted(&log, 3500, 10);
+    }
+
+    fn reopen_with(root: &Path, limits: Limits) -> PartitionLog {
+        let hints = OpenHints {
+            same_boot: true,
+            ..Default::default()
+        };
+        PartitionLog::open(root, topic(), 0, limits, hints).unwrap()
+    }
+
+    #[test]
+    fn tombstones_outlive_one_compaction_then_go_after_delete_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, COMPACTED).unwrap();
+        // Keys whose latest record is a tombstone (key 3 at offsets that 7
+        // divides), spread over several closed segments.
+        append_keyed(&log, 0, 1064, 10);
+        log.compact(compact_settings(0)).unwrap();
+        let count_tombstones = |log: &PartitionLog| {
+            log.read(log.start_offset(), usize::MAX)
+                .unwrap()
+                .iter()
+                .filter(|m| m.value().is_none())
+                .count()
+        };
+        let first = count_tombstones(&log);
+        assert!(first > 0, "a first compaction keeps tombstones");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        log.compact(compact_settings(0)).unwrap();
+        let active = log.state.lock().active.seg.base_offset;
+        let left: Vec<u64> = log
+            .read(log.start_offset(), usize::MAX)
+            .unwrap()
+            .iter()
+            .filter(|m| m.value().is_none() && m.offset() < active)
+            .map(|m| m.offset())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "tombstones past delete_retention remain at {left:?}"
+        );
+    }
+
+    #[test]
+    fn a_crash_at_any_step_of_the_swap_leaves_old_or_new_never_a_mix() {
+        for step in 1..=4 {
+            let dir = tempfile::tempdir().unwrap();
+            let log = PartitionLog::create(dir.path(), topic(), 0, COMPACTED).unwrap();
+            append_keyed(&log, 0, 2000, 10);
+            let before = log.read(0, usize::MAX).unwrap().len();
+            crate::io::faults::crash_compaction_after(step);
+            assert!(
+                log.compact(compact_settings(u64::MAX)).is_err(),
+                "step {step} did not stop"
+            );
+            drop(log);
+            let log = reopen_with(dir.path(), COMPACTED);
+            let msgs = check_compacted(&log, 2000, 10);
+            let committed = step >= 2;
+            if committed {
+                assert!(
+                    msgs.len() < before,
+                    "step {step}: committed compaction not finished"
+                );
+            } else {
+                assert_eq!(
+                    msgs.len(),
+                    before,
+                    "step {step}: uncommitted compaction leaked"
+                );
+            }
+            let stray: Vec<String> = std::fs::read_dir(dir.path().join("t-0"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.ends_with(".cleaned") || n.ends_with(".swap"))
+                .collect();
+            assert!(stray.is_empty(), "step {step}: leftovers {stray:?}");
+        }
+    }
+
     #[test]
     fn messages_outlive_the_log_and_share_the_map() {
         let dir = tempfile::tempdir().unwrap();
@@ -1896,6 +2378,7 @@ mod tests {
             recovery: rp,
             clean: Some(clean),
             same_boot: true,
+            clean_offset: 0,
         };
         let log = PartitionLog::open(dir.path(), topic(), 0, LIMITS, hints).unwrap();
         let err = log.read(0, usize::MAX).unwrap_err();

@@ -229,7 +229,9 @@ pub(crate) struct Scan {
 /// Walks the batches of `data` (a whole segment's bytes) from its start and
 /// rebuilds its indexes. Batches starting below `trusted_end` get their
 /// headers checked; the rest are fully validated (CRC, records).
-pub(crate) fn scan_batches(data: &[u8], base_offset: u64, trusted_end: u64) -> Scan {
+/// With `gaps` (a compacted segment) a batch may start after the offset
+/// following the previous one, never before it.
+pub(crate) fn scan_batches(data: &[u8], base_offset: u64, trusted_end: u64, gaps: bool) -> Scan {
     let mut ix = IndexBuilder::new();
     let mut pos = 0u64;
     let mut next_offset = None;
@@ -247,7 +249,12 @@ pub(crate) fn scan_batches(data: &[u8], base_offset: u64, trusted_end: u64) -> S
             if pos >= trusted_end {
                 validate_batch(&rest[..h.total_len()])?;
             }
-            if h.base_offset as u64 != expected {
+            let misplaced = if gaps {
+                (h.base_offset as u64) < expected
+            } else {
+                h.base_offset as u64 != expected
+            };
+            if misplaced {
                 return Err(crate::format::FormatError(format!(
                     "batch base offset {} does not follow the previous batch (expected {expected})",
                     h.base_offset
@@ -284,6 +291,8 @@ pub(crate) fn scan_batches(data: &[u8], base_offset: u64, trusted_end: u64) -> S
 /// the partition log; this holds what is shared.
 pub(crate) struct Segment {
     pub base_offset: u64,
+    /// Compacted: offsets may have gaps between batches.
+    pub gaps: bool,
     pub log_path: PathBuf,
     pub index_path: PathBuf,
     pub timeindex_path: PathBuf,
@@ -303,9 +312,10 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    pub(crate) fn new(dir: &Path, base_offset: u64) -> Segment {
+    pub(crate) fn new(dir: &Path, base_offset: u64, gaps: bool) -> Segment {
         Segment {
             base_offset,
+            gaps,
             log_path: dir.join(file_name(base_offset, "log")),
             index_path: dir.join(file_name(base_offset, "index")),
             timeindex_path: dir.join(file_name(base_offset, "timeindex")),
@@ -317,6 +327,31 @@ impl Segment {
             map: Mutex::new(None),
             index: Mutex::new(None),
         }
+    }
+
+    /// A closed segment whose bytes and indexes were just written by this
+    /// process to the given (not yet renamed) files: it is mapped from them
+    /// now, so renaming the files into place later changes nothing for it.
+    pub(crate) fn from_written_files(
+        dir: &Path,
+        base_offset: u64,
+        gaps: bool,
+        files: [&Path; 3],
+        len: u64,
+        max_timestamp: i64,
+    ) -> Result<Segment> {
+        let seg = Segment::new(dir, base_offset, gaps);
+        seg.closed_len.store(len, Ordering::Release);
+        seg.max_timestamp.store(max_timestamp, Ordering::Release);
+        seg.verified_from.store(0, Ordering::Release);
+        if let Some(map) = io::map_read(files[0])? {
+            *seg.map.lock() = Some(Arc::new(SegmentMap::Read(map)));
+        }
+        *seg.index.lock() = Some(Arc::new(ClosedIndex {
+            offsets: io::map_read(files[1])?,
+            times: io::map_read(files[2])?,
+        }));
+        Ok(seg)
     }
 
     pub(crate) fn closed_len(&self) -> u64 {
@@ -462,7 +497,7 @@ impl Segment {
             Some(m) => unsafe { std::slice::from_raw_parts(m.ptr(), self.closed_len() as usize) },
             None => &[],
         };
-        let Scan { mut ix, bad, .. } = scan_batches(data, self.base_offset, 0);
+        let Scan { mut ix, bad, .. } = scan_batches(data, self.base_offset, 0, self.gaps);
         if let Some((pos, reason)) = bad {
             return Err(Error::corrupt(&self.log_path, pos, reason));
         }

@@ -1,0 +1,206 @@
+//! Log compaction: rewriting closed segments so that only the latest record
+//! of each key remains.
+//!
+//! This module holds the byte-level work; the swap into the partition is in
+//! `partition_log.rs` (`PartitionLog::compact`).
+//!
+//! # What is kept
+//!
+//! A record survives if it is the latest record of its key among the
+//! segments being compacted (a later record in the active segment does not
+//! count: compaction only ever looks at closed segments). A tombstone
+//! survives too, unless it lies in a segment that an earlier compaction
+//! already produced more than `delete_retention` ago — then consumers have
+//! had their chance to see the delete, and the key disappears.
+//!
+//! Kept records are copied byte for byte: each rewritten batch keeps its
+//! base offset, base timestamp, attributes and `lastOffsetDelta` (as Kafka's
+//! cleaner does), with only the surviving records, a fresh count, max
+//! timestamp and CRC. A batch left with no records is dropped. Offsets
+//! therefore never change; removed records leave gaps.
+//!
+//! # Crash-safe swap (see `PartitionLog::compact`)
+//!
+//! 1. Write the compacted group into `<base>.log.cleaned` (and `.index`,
+//!    `.timeindex` with the same suffix) and fsync them.
+//! 2. Commit: write the manifest `<base>.swap` (atomic replace) naming the
+//!    first offset after the group.
+//! 3. Swap the partition's segment list in memory (the new segment is
+//!    mapped from the `.cleaned` files already; old segments are marked
+//!    deleted so readers re-plan).
+//! 4. Delete the group's other segments, rename the `.cleaned` files over
+//!    the group's first segment, fsync the directory.
+//! 5. Remove the manifest.
+//!
+//! Reopening first finishes any committed swap — a manifest means steps 4
+//! and 5 are redone (they are idempotent) — and deletes `.cleaned` files
+//! without a manifest. A crash therefore leaves the old segments or the new
+//! one, never a mix, and never loses the latest value of a key.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::format::{seal_batch, BatchHeader, RecordView, BATCH_HEADER_BYTES};
+
+use super::segment::{IndexBuilder, Segment};
+
+/// Suffix of compacted files before the swap.
+pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
+/// Extension of the swap manifest.
+pub(crate) const SWAP_EXT: &str = "swap";
+
+/// Walks every batch of a closed segment's bytes.
+fn batches<'a>(
+    seg: &'a Segment,
+    data: &'a [u8],
+) -> impl Iterator<Item = Result<(u64, BatchHeader, &'a [u8])>> + 'a {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        if pos >= data.len() {
+            return None;
+        }
+        let rest = &data[pos..];
+        let at = pos as u64;
+        let item = BatchHeader::parse(rest)
+            .and_then(|h| {
+                if h.total_len() > rest.len() {
+                    Err(crate::format::FormatError(
+                        "batch runs past the segment end".into(),
+                    ))
+                } else {
+                    Ok(h)
+                }
+            })
+            .map_err(|e| Error::corrupt(&seg.log_path, at, e.0));
+        match item {
+            Ok(h) => {
+                let len = h.total_len();
+                pos += len;
+                Some(Ok((at, h, &rest[..len])))
+            }
+            Err(e) => {
+                pos = data.len();
+                Some(Err(e))
+            }
+        }
+    })
+}
+
+/// A record of a batch; positions are relative to the batch.
+struct Rec {
+    offset: u64,
+    start: usize,
+    end: usize,
+    key: Option<(usize, usize)>,
+    tombstone: bool,
+    timestamp: i64,
+}
+
+/// The records of a batch (CRC-checked unless this process already did).
+fn records(seg: &Segment, at: u64, h: &BatchHeader, batch: &[u8]) -> Result<Vec<Rec>> {
+    seg.verify_batch(at, batch)?;
+    let mut out = Vec::with_capacity(h.records_count as usize);
+    let mut pos = BATCH_HEADER_BYTES;
+    for _ in 0..h.records_count {
+        let r =
+            RecordView::decode(batch, pos).map_err(|e| Error::corrupt(&seg.log_path, at, e.0))?;
+        out.push(Rec {
+            offset: h.base_offset as u64 + r.offset_delta as u64,
+            start: pos,
+            end: r.end,
+            key: r.key,
+            tombstone: r.value.is_none(),
+            timestamp: h.base_timestamp.wrapping_add(r.timestamp_delta),
+        });
+        pos = r.end;
+    }
+    Ok(out)
+}
+
+/// Key -> offset of its latest record, over the given closed segments
+/// (`(segment, its bytes)`, in offset order).
+pub(crate) fn latest_offsets(sources: &[(&Segment, &[u8])]) -> Result<HashMap<Vec<u8>, u64>> {
+    let mut map: HashMap<Vec<u8>, u64> = HashMap::new();
+    for (seg, data) in sources {
+        for b in batches(seg, data) {
+            let (at, h, batch) = b?;
+            for Rec { offset, key, .. } in records(seg, at, &h, batch)? {
+                let Some((ks, ke)) = key else {
+                    continue; // keyless records predate the compact policy: kept
+                };
+                let k = &batch[ks..ke];
+                match map.get_mut(k) {
+                    Some(o) => *o = offset,
+                    None => {
+                        map.insert(k.to_vec(), offset);
+                    }
+                }
+            }
+        }
+    }
+    Ok(map)
+}
+
+/// What a rewrite kept and dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RewriteStats {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Rewrites source segments into one compacted segment image starting at
+/// `base_offset`; `drop_tombstones(i)` says whether tombstones of source
+/// `i` have outlived their retention. Returns the bytes and their index.
+pub(crate) fn rewrite(
+    base_offset: u64,
+    sources: &[(&Segment, &[u8])],
+    latest: &HashMap<Vec<u8>, u64>,
+    drop_tombstones: impl Fn(usize) -> bool,
+    stats: &mut RewriteStats,
+) -> Result<(Vec<u8>, IndexBuilder)> {
+    let mut out = Vec::new();
+    let mut ix = IndexBuilder::new();
+    for (i, (seg, data)) in sources.iter().enumerate() {
+        stats.bytes_in += data.len() as u64;
+        let drop_deletes = drop_tombstones(i);
+        for b in batches(seg, data) {
+            let (at, h, batch) = b?;
+            let recs = records(seg, at, &h, batch)?;
+            stats.records_in += recs.len() as u64;
+            let kept: Vec<_> = recs
+                .into_iter()
+                .filter(|r| {
+                    let latest_here = match r.key {
+                        Some((ks, ke)) => latest.get(&batch[ks..ke]) == Some(&r.offset),
+                        None => true,
+                    };
+                    latest_here && !(r.tombstone && drop_deletes)
+                })
+                .collect();
+            if kept.is_empty() {
+                continue;
+            }
+            stats.records_out += kept.len() as u64;
+            let start = out.len();
+            out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
+            let mut max_ts = i64::MIN;
+            for r in &kept {
+                out.extend_from_slice(&batch[r.start..r.end]);
+                max_ts = max_ts.max(r.timestamp);
+            }
+            seal_batch(
+                &mut out[start..],
+                h.last_offset_delta,
+                max_ts,
+                kept.len() as i32,
+            );
+            let len = (out.len() - start) as u64;
+            ix.add_batch(base_offset, start as u64, len, h.last_offset(), max_ts);
+        }
+    }
+    ix.add_time_entry(base_offset);
+    stats.bytes_out += out.len() as u64;
+    Ok((out, ix))
+}
