@@ -43,6 +43,7 @@ use crate::error::{Error, Result};
 use crate::format::{seal_batch, BatchHeader, RecordView, BATCH_HEADER_BYTES};
 
 use super::segment::{IndexBuilder, Segment};
+use crate::io::DataFile;
 
 /// Suffix of compacted files before the swap.
 pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
@@ -150,17 +151,24 @@ pub(crate) struct RewriteStats {
     pub bytes_out: u64,
 }
 
-/// Rewrites source segments into one compacted segment image starting at
-/// `base_offset`; `drop_tombstones(i)` says whether tombstones of source
-/// `i` have outlived their retention. Returns the bytes and their index.
+/// Bytes buffered before a rewrite writes them out.
+const WRITE_CHUNK_BYTES: usize = 1 << 20;
+
+/// Rewrites source segments into one compacted segment written to `dest`
+/// starting at `base_offset`; `drop_tombstones(i)` says whether tombstones
+/// of source `i` have outlived their retention. Memory stays at about one
+/// write chunk, whatever the segment size. Returns the segment's length and
+/// index.
 pub(crate) fn rewrite(
     base_offset: u64,
     sources: &[(&Segment, &[u8])],
     latest: &HashMap<Vec<u8>, u64>,
     drop_tombstones: impl Fn(usize) -> bool,
+    dest: &DataFile,
     stats: &mut RewriteStats,
-) -> Result<(Vec<u8>, IndexBuilder)> {
-    let mut out = Vec::new();
+) -> Result<(u64, IndexBuilder)> {
+    let mut out: Vec<u8> = Vec::with_capacity(WRITE_CHUNK_BYTES);
+    let mut flushed = 0u64;
     let mut ix = IndexBuilder::new();
     for (i, (seg, data)) in sources.iter().enumerate() {
         stats.bytes_in += data.len() as u64;
@@ -183,6 +191,11 @@ pub(crate) fn rewrite(
                 continue;
             }
             stats.records_out += kept.len() as u64;
+            if out.len() >= WRITE_CHUNK_BYTES {
+                dest.write_all_at(&out, flushed)?;
+                flushed += out.len() as u64;
+                out.clear();
+            }
             let start = out.len();
             out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
             let mut max_ts = i64::MIN;
@@ -197,10 +210,18 @@ pub(crate) fn rewrite(
                 kept.len() as i32,
             );
             let len = (out.len() - start) as u64;
-            ix.add_batch(base_offset, start as u64, len, h.last_offset(), max_ts);
+            ix.add_batch(
+                base_offset,
+                flushed + start as u64,
+                len,
+                h.last_offset(),
+                max_ts,
+            );
         }
     }
+    dest.write_all_at(&out, flushed)?;
+    let total = flushed + out.len() as u64;
     ix.add_time_entry(base_offset);
-    stats.bytes_out += out.len() as u64;
-    Ok((out, ix))
+    stats.bytes_out += total;
+    Ok((total, ix))
 }

@@ -814,8 +814,6 @@ impl PartitionLog {
     ) -> Result<()> {
         let base = group[0].base_offset;
         let mut stats = cleaner::RewriteStats::default();
-        let (data, ix) = cleaner::rewrite(base, sources, latest, drop_tombstones, &mut stats)?;
-        let len = data.len() as u64;
         // 1. The compacted files, fsynced.
         let cleaned = |path: &Path| {
             let mut s = path.as_os_str().to_owned();
@@ -825,11 +823,23 @@ impl PartitionLog {
         let first = &group[0];
         let targets = [&first.log_path, &first.index_path, &first.timeindex_path];
         let staged = targets.map(|p| cleaned(p));
-        for (path, bytes) in staged
-            .iter()
-            .zip([data, ix.encode_offsets(), ix.encode_times()])
-        {
+        for path in &staged {
             io::remove_file(path)?;
+        }
+        let log_file = DataFile::create_new(&staged[0])?;
+        let (len, ix) = cleaner::rewrite(
+            base,
+            sources,
+            latest,
+            drop_tombstones,
+            &log_file,
+            &mut stats,
+        )?;
+        log_file.sync_data()?;
+        for (path, bytes) in staged[1..]
+            .iter()
+            .zip([ix.encode_offsets(), ix.encode_times()])
+        {
             let f = DataFile::create_new(path)?;
             f.write_all_at(&bytes, 0)?;
             f.sync_data()?;
