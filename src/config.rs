@@ -39,6 +39,10 @@ pub struct LogConfig {
     pub sync: SyncPolicy,
     /// How often the background thread applies retention (at most one minute).
     pub retention_check_interval: Duration,
+    /// Whether the background cleaner compacts compacted topics on its own
+    /// (Kafka's `log.cleaner.enable`; default true). When off, compaction
+    /// runs only through [`Log::compact_now`](crate::Log::compact_now).
+    pub cleaner: bool,
 }
 
 impl Default for LogConfig {
@@ -46,6 +50,7 @@ impl Default for LogConfig {
         LogConfig {
             sync: SyncPolicy::Never,
             retention_check_interval: Duration::from_secs(60),
+            cleaner: true,
         }
     }
 }
@@ -61,6 +66,12 @@ impl LogConfig {
     /// 60 s; retention also runs whenever a segment rolls).
     pub fn retention_check_interval(mut self, interval: Duration) -> Self {
         self.retention_check_interval = interval;
+        self
+    }
+
+    /// Turns the background cleaner on or off (default on).
+    pub fn cleaner(mut self, enabled: bool) -> Self {
+        self.cleaner = enabled;
         self
     }
 

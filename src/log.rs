@@ -732,7 +732,7 @@ fn background(shared: Arc<Shared>) {
             .read()
             .values()
             .map(|t| (t.config.read().clone(), t.partitions.read().clone()))
-            .filter(|(c, _)| c.cleanup_policy.compacts())
+            .filter(|(c, _)| shared.config.cleaner && c.cleanup_policy.compacts())
             .collect();
         for (cfg, logs) in compacted {
             for log in logs {

@@ -146,3 +146,116 @@ fn the_background_cleaner_compacts_once_the_dirty_ratio_passes() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The value appended at `offset` by [`reads_and_polls_stay_consistent_while_compaction_runs`].
+fn value_at(offset: u64) -> String {
+    format!("{offset}:{}", "v".repeat((offset % 64) as usize))
+}
+
+#[test]
+fn reads_and_polls_stay_consistent_while_compaction_runs() {
+    const RECORDS: u64 = 40_000;
+    const KEYS: u64 = 300;
+    let key_at = |offset: u64| format!("key-{}", offset % KEYS);
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let topic = log
+        .create_topic("state", compacted().segment_bytes(16 * 1024))
+        .unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let check = |m: &brook::Message| {
+        assert_eq!(m.key(), Some(key_at(m.offset()).as_bytes()), "{m:?}");
+        assert_eq!(m.value(), Some(value_at(m.offset()).as_bytes()), "{m:?}");
+    };
+    std::thread::scope(|s| {
+        // One writer: offset i holds key i % KEYS.
+        s.spawn(|| {
+            for i in 0..RECORDS {
+                assert_eq!(topic.append(key_at(i), value_at(i)).unwrap().offset, i);
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        // A compactor, as fast as it can go.
+        s.spawn(|| {
+            let mut passes = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                log.compact_now("state").unwrap();
+                passes += 1;
+            }
+            assert!(passes > 1, "compaction never overlapped the readers");
+        });
+        // Readers scanning the partition from its start, over and over.
+        for _ in 0..2 {
+            let p = topic.partition(0).unwrap();
+            let (done, check) = (&done, &check);
+            s.spawn(move || loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let end = p.end_offset();
+                let mut at = p.start_offset();
+                while at < end {
+                    let msgs = p.read(at, 700).unwrap();
+                    assert!(!msgs.is_empty(), "read({at}) below end {end} gave nothing");
+                    assert!(msgs[0].offset() >= at);
+                    for w in msgs.windows(2) {
+                        assert!(w[0].offset() < w[1].offset());
+                    }
+                    msgs.iter().for_each(check);
+                    at = msgs.last().unwrap().offset() + 1;
+                }
+                if finished {
+                    break;
+                }
+            });
+        }
+        // A consumer polling along, rebuilding the key -> value state.
+        s.spawn(|| {
+            let mut c = log
+                .consumer_with(ConsumerConfig::new("g").auto_offset_reset(OffsetReset::Earliest))
+                .unwrap();
+            c.subscribe(&["state"]).unwrap();
+            let mut state = BTreeMap::new();
+            let mut last = None;
+            loop {
+                for m in c.poll(Duration::from_millis(20)).unwrap() {
+                    check(&m);
+                    assert!(last < Some(m.offset()), "{last:?} then {}", m.offset());
+                    last = Some(m.offset());
+                    state.insert(m.offset() % KEYS, m.offset());
+                }
+                if done.load(std::sync::atomic::Ordering::SeqCst) && last == Some(RECORDS - 1) {
+                    break;
+                }
+            }
+            let expected: BTreeMap<u64, u64> =
+                (RECORDS - KEYS..RECORDS).map(|o| (o % KEYS, o)).collect();
+            assert_eq!(state, expected, "the consumer missed a latest value");
+        });
+    });
+    // Afterwards the partition holds every key's latest value once more.
+    log.compact_now("state").unwrap();
+    let p = topic.partition(0).unwrap();
+    let msgs = p.read(p.start_offset(), usize::MAX).unwrap();
+    msgs.iter().for_each(check);
+    let latest: Vec<u64> = msgs
+        .iter()
+        .map(|m| m.offset())
+        .filter(|&o| o >= RECORDS - KEYS)
+        .collect();
+    assert_eq!(latest, (RECORDS - KEYS..RECORDS).collect::<Vec<_>>());
+}
+
+#[test]
+fn with_the_cleaner_off_only_compact_now_compacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open_with(dir.path(), LogConfig::default().cleaner(false)).unwrap();
+    let topic = log
+        .create_topic("state", compacted().min_cleanable_dirty_ratio(0.1))
+        .unwrap();
+    fill(&topic, 3_000, 10);
+    let p = topic.partition(0).unwrap();
+    // The background thread ticks every 500 ms; give it three chances.
+    std::thread::sleep(Duration::from_millis(1_600));
+    assert_eq!(p.read(0, usize::MAX).unwrap().len(), 3_000);
+    log.compact_now("state").unwrap();
+    assert!(p.read(0, usize::MAX).unwrap().len() < 1_000);
+}

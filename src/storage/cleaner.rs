@@ -118,28 +118,32 @@ fn records(seg: &Segment, at: u64, h: &BatchHeader, batch: &[u8]) -> Result<Vec<
     Ok(out)
 }
 
-/// Key -> offset of its latest record, over the given closed segments
-/// (`(segment, its bytes)`, in offset order).
-pub(crate) fn latest_offsets(sources: &[(&Segment, &[u8])]) -> Result<HashMap<Vec<u8>, u64>> {
-    let mut map: HashMap<Vec<u8>, u64> = HashMap::new();
-    for (seg, data) in sources {
+/// Offset of the latest record of each key over the given closed segments
+/// (`(segment, its bytes)`, in offset order), sorted.
+///
+/// A first pass builds a key -> latest offset map. Keys are borrowed from
+/// the mapped segments, not copied: an entry is a slice and an offset (24
+/// bytes, plus the hash table's control byte and load factor), like
+/// Kafka's 24-byte hash-and-offset entries but exact, so no hash collision
+/// can ever drop a key's latest value. The map is then reduced to its
+/// sorted offsets (8 bytes a key), so that the rewrite walks them in step
+/// with the records instead of hashing every key a second time.
+pub(crate) fn latest_offsets<'a>(sources: &[(&'a Segment, &'a [u8])]) -> Result<Vec<u64>> {
+    let mut map: HashMap<&'a [u8], u64> = HashMap::new();
+    for &(seg, data) in sources {
         for b in batches(seg, data) {
             let (at, h, batch) = b?;
             for Rec { offset, key, .. } in records(seg, at, &h, batch)? {
                 let Some((ks, ke)) = key else {
                     continue; // keyless records predate the compact policy: kept
                 };
-                let k = &batch[ks..ke];
-                match map.get_mut(k) {
-                    Some(o) => *o = offset,
-                    None => {
-                        map.insert(k.to_vec(), offset);
-                    }
-                }
+                map.insert(&batch[ks..ke], offset);
             }
         }
     }
-    Ok(map)
+    let mut latest: Vec<u64> = map.into_values().collect();
+    latest.sort_unstable();
+    Ok(latest)
 }
 
 /// What a rewrite kept and dropped.
@@ -155,14 +159,15 @@ pub(crate) struct RewriteStats {
 const WRITE_CHUNK_BYTES: usize = 1 << 20;
 
 /// Rewrites source segments into one compacted segment written to `dest`
-/// starting at `base_offset`; `drop_tombstones(i)` says whether tombstones
-/// of source `i` have outlived their retention. Memory stays at about one
+/// starting at `base_offset`, keeping keyed records whose offset is in
+/// `latest` (from [`latest_offsets`]); `drop_tombstones(i)` says whether
+/// tombstones of source `i` have outlived their retention. Memory stays at about one
 /// write chunk, whatever the segment size. Returns the segment's length and
 /// index.
 pub(crate) fn rewrite(
     base_offset: u64,
     sources: &[(&Segment, &[u8])],
-    latest: &HashMap<Vec<u8>, u64>,
+    latest: &[u64],
     drop_tombstones: impl Fn(usize) -> bool,
     dest: &DataFile,
     stats: &mut RewriteStats,
@@ -170,6 +175,9 @@ pub(crate) fn rewrite(
     let mut out: Vec<u8> = Vec::with_capacity(WRITE_CHUNK_BYTES);
     let mut flushed = 0u64;
     let mut ix = IndexBuilder::new();
+    // Records come in offset order: `latest[next]` is the first latest
+    // offset not yet passed.
+    let mut next = latest.partition_point(|&o| o < base_offset);
     for (i, (seg, data)) in sources.iter().enumerate() {
         stats.bytes_in += data.len() as u64;
         let drop_deletes = drop_tombstones(i);
@@ -180,10 +188,10 @@ pub(crate) fn rewrite(
             let kept: Vec<_> = recs
                 .into_iter()
                 .filter(|r| {
-                    let latest_here = match r.key {
-                        Some((ks, ke)) => latest.get(&batch[ks..ke]) == Some(&r.offset),
-                        None => true,
-                    };
+                    while latest.get(next).is_some_and(|&o| o < r.offset) {
+                        next += 1;
+                    }
+                    let latest_here = r.key.is_none() || latest.get(next) == Some(&r.offset);
                     latest_here && !(r.tombstone && drop_deletes)
                 })
                 .collect();

@@ -807,7 +807,7 @@ impl PartitionLog {
         &self,
         group: &[Arc<Segment>],
         sources: &[(&Segment, &[u8])],
-        latest: &std::collections::HashMap<Vec<u8>, u64>,
+        latest: &[u64],
         group_end: u64,
         drop_tombstones: impl Fn(usize) -> bool,
         report: &mut CompactionReport,
