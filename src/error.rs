@@ -190,6 +190,36 @@ pub enum Error {
         /// How many members it has.
         members: usize,
     },
+    /// An idempotent producer's sequence does not follow the last one the
+    /// partition wrote for it (a gap, or a duplicate too old to be
+    /// remembered): nothing was written.
+    #[error("producer {producer_id}: out-of-order sequence in {partition}: expected {expected}, got {got}")]
+    OutOfOrderSequence {
+        /// The producer id.
+        producer_id: i64,
+        /// `topic-partition`.
+        partition: String,
+        /// The sequence the partition expected.
+        expected: i32,
+        /// The sequence the append carried.
+        got: i32,
+    },
+    /// A producer whose epoch is older than the newest one seen: another
+    /// producer with the same transactional id took over. The old one
+    /// cannot write any more.
+    #[error(
+        "producer {producer_id} fenced ({context}): epoch {epoch} is older than {current_epoch}"
+    )]
+    ProducerFenced {
+        /// The producer id.
+        producer_id: i64,
+        /// The fenced producer's epoch.
+        epoch: i16,
+        /// The newest epoch.
+        current_epoch: i16,
+        /// Where it was refused.
+        context: String,
+    },
     /// The log (or the partition, after a failed fsync) no longer takes this call.
     #[error("closed: {what}")]
     Closed {

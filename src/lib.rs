@@ -42,6 +42,7 @@ mod error;
 mod format;
 mod io;
 mod log;
+mod producer;
 mod record;
 mod storage;
 mod topic;
@@ -55,5 +56,6 @@ pub use consumer::{
 };
 pub use error::{Error, Result};
 pub use log::{CompactionStats, Log};
+pub use producer::{Producer, ProducerConfig};
 pub use record::{Message, Record, RecordMetadata, TopicPartition};
 pub use topic::{murmur2, Partition, Partitioner, Topic};

@@ -39,15 +39,26 @@ use crate::consumer::{
 };
 use crate::error::{Error, Result};
 use crate::io::{self, DirLock};
+use crate::producer::{Producer, ProducerConfig};
 use crate::storage::{
     dir_name, now_ms, CleanState, CompactSettings, CompactionReport, Limits, OpenHints,
-    PartitionLog, RecoveryPoint, OPEN_BATCH_LINGER,
+    PartitionLog, ProducerSnapshot, RecoveryPoint, OPEN_BATCH_LINGER,
 };
 use crate::topic::{validate_topic_name, Topic, TopicInner};
 
 const TOPICS_FILE: &str = "topics.json";
 const CHECKPOINT_FILE: &str = "recovery-checkpoint";
 const CLEAN_MARKER: &str = ".clean-shutdown";
+/// The end of the last block of producer ids handed out.
+const PRODUCER_IDS_FILE: &str = "producer-ids";
+/// Producer ids reserved on disk at a time.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+#[derive(Serialize, Deserialize)]
+struct ProducerIdsFile {
+    /// Every id below this may have been handed out.
+    reserved_until: i64,
+}
 /// How often the background thread rewrites the checkpoint (when it changed).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -73,6 +84,9 @@ struct PartitionCheckpoint {
     /// Offsets below this were compacted.
     #[serde(default)]
     clean_offset: u64,
+    /// Idempotent producers' state (none known: absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    producers: Option<ProducerSnapshot>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq)]
@@ -168,6 +182,8 @@ struct Shared {
     coordinator: Arc<Coordinator>,
     /// Bumped when topics are created, deleted or grow (groups reassign).
     metadata_epoch: AtomicU64,
+    /// Producer ids: `(next, end of the block reserved on disk)`.
+    producer_ids: Mutex<(i64, i64)>,
 }
 
 /// Segment size of the internal offset store: small, it is snapshotted.
@@ -259,6 +275,11 @@ impl Log {
             if io::file_len(&dir.join(dir_name(name, p)))?.is_some() {
                 let log = PartitionLog::open(&dir, Arc::clone(name), p, limits, hints)?;
                 log.set_clean_offset(hints.clean_offset);
+                // Without a checkpoint entry, nothing is known: walk it all.
+                // Without a snapshot, no producer was known at the recovery
+                // point.
+                let walk_from = c.map_or(0, |c| c.recovery_segment);
+                log.restore_producers(c.and_then(|c| c.producers.as_ref()), walk_from)?;
                 Ok(log)
             } else {
                 // New, or lost between creation and the topics file: start empty.
@@ -284,6 +305,8 @@ impl Log {
             );
         }
         remove_orphans(&dir, &topics_file)?;
+        let next_producer_id = read_meta::<ProducerIdsFile>(&dir.join(PRODUCER_IDS_FILE))?
+            .map_or(0, |f| f.reserved_until);
         // Partition directories created above (the offset store on first
         // open, partitions lost before a crash) become durable here.
         io::sync_dir(&dir)?;
@@ -300,6 +323,7 @@ impl Log {
             last_checkpoint: Mutex::new(None),
             coordinator: Arc::new(Coordinator::new(offsets)),
             metadata_epoch: AtomicU64::new(0),
+            producer_ids: Mutex::new((next_producer_id, next_producer_id)),
         });
         let bg = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
@@ -514,6 +538,31 @@ impl Log {
         self.inner.shared.coordinator.group_ids()
     }
 
+    /// A new producer (see [`Producer`]): idempotent by default, with a
+    /// producer id never handed out before in this directory.
+    pub fn producer(&self, config: ProducerConfig) -> Result<Producer> {
+        self.check_open()?;
+        let s = &self.inner.shared;
+        let id = {
+            let mut ids = s.producer_ids.lock();
+            if ids.0 == ids.1 {
+                // Reserve the next block durably before handing any out, so
+                // that no id is reused after a crash.
+                let until = ids.1 + PRODUCER_ID_BLOCK;
+                write_meta(
+                    &s.dir.join(PRODUCER_IDS_FILE),
+                    &ProducerIdsFile {
+                        reserved_until: until,
+                    },
+                )?;
+                ids.1 = until;
+            }
+            ids.0 += 1;
+            ids.0 - 1
+        };
+        Ok(Producer::new(self.clone(), config, id))
+    }
+
     /// Runs a compaction pass over every partition of a compacted topic
     /// now, whatever the dirty ratio (still respecting
     /// `min_compaction_lag`). For tests and operators; a background cleaner
@@ -627,6 +676,7 @@ impl Shared {
                     recovery_segment: rp.segment,
                     recovery_position: rp.position,
                     clean_offset: log.clean_offset(),
+                    producers: log.producer_snapshot(),
                     clean: c.map(|c| CleanCheckpoint {
                         next_offset: c.next_offset,
                         active_len: c.active_len,
@@ -871,5 +921,56 @@ mod tests {
         assert_eq!(parse_partition_dir("my-topic-12"), Some(("my-topic", 12)));
         assert_eq!(parse_partition_dir("orders"), None);
         assert_eq!(parse_partition_dir("a-b"), None);
+    }
+
+    /// A retry through the partition's idempotent path, as a producer whose
+    /// send failed with an unknown outcome would make it.
+    fn retry(log: &Log, pid: i64, seq: i32) -> Result<Option<u64>> {
+        let t = log.inner.shared.topics.read()["t"].partitions.read()[0].clone();
+        let parts = crate::format::RecordParts::new(Some(b"k"), Some(b"v"), &[]);
+        let b = crate::format::ProducerBatch {
+            producer_id: pid,
+            epoch: 0,
+            base_sequence: seq,
+        };
+        t.append_idempotent(b, &[(parts, 1)], |_, _| {})
+    }
+
+    #[test]
+    fn producer_state_survives_close_and_a_crash_through_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path()).unwrap();
+        log.create_topic("t", TopicConfig::default()).unwrap();
+        let mut p = log.producer(ProducerConfig::default()).unwrap();
+        for i in 0..5 {
+            p.send("t", crate::Record::new(format!("{i}"))).unwrap();
+        }
+        let pid = p.producer_id();
+        log.close().unwrap();
+        drop((p, log));
+        // Clean reopen: the state comes from the checkpoint alone.
+        let log = Log::open(dir.path()).unwrap();
+        assert_eq!(retry(&log, pid, 4).unwrap(), Some(4));
+        assert!(matches!(
+            retry(&log, pid, 7),
+            Err(Error::OutOfOrderSequence { expected: 5, .. })
+        ));
+        // A checkpoint with the snapshot, more sends, then a "crash": the
+        // clean-shutdown marker is gone, so recovery replays the batches
+        // after the snapshot.
+        log.inner.shared.write_checkpoint().unwrap();
+        let old_checkpoint = std::fs::read(dir.path().join(CHECKPOINT_FILE)).unwrap();
+        let mut p2 = log.producer(ProducerConfig::default()).unwrap();
+        p2.send("t", crate::Record::new("x")).unwrap();
+        assert_eq!(retry(&log, pid, 5).unwrap(), None);
+        let pid2 = p2.producer_id();
+        log.close().unwrap();
+        drop((p2, log));
+        std::fs::remove_file(dir.path().join(CLEAN_MARKER)).unwrap();
+        std::fs::write(dir.path().join(CHECKPOINT_FILE), old_checkpoint).unwrap();
+        let log = Log::open(dir.path()).unwrap();
+        assert_eq!(retry(&log, pid, 5).unwrap(), Some(6));
+        assert_eq!(retry(&log, pid2, 0).unwrap(), Some(5));
+        assert_eq!(retry(&log, pid, 6).unwrap(), None);
     }
 }

@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 
 use crate::config::{SyncPolicy, TopicConfig};
 use crate::error::{Error, Result};
-use crate::format::RecordParts;
+use crate::format::{ProducerBatch, RecordParts};
 use crate::record::{Message, Record, RecordMetadata};
 use crate::storage::{now_ms, PartitionLog};
 
@@ -259,27 +259,8 @@ impl Topic {
     ) -> Result<Vec<RecordMetadata>> {
         self.check_live()?;
         let records: Vec<R> = records.into_iter().collect();
-        let now = now_ms();
         let logs = self.inner.partitions.read();
-        let n = logs.len() as u32;
-        let sticky = self.inner.round_robin.fetch_add(1, Ordering::Relaxed) % n;
-        // Check everything before writing anything.
-        let mut targets: Vec<u32> = Vec::with_capacity(records.len());
-        let mut entries: Vec<(RecordParts<'_>, i64)> = Vec::with_capacity(records.len());
-        for r in &records {
-            let r = r.borrow();
-            let parts = parts_of(r);
-            let ts = self.check_record(&parts, r.timestamp.or(Some(now)))?;
-            let p = match r.partition {
-                Some(p) => p,
-                None => self.choose(parts.key, parts.value, n, Some(sticky)),
-            };
-            if p >= n {
-                return Err(self.unknown_partition(p, n));
-            }
-            targets.push(p);
-            entries.push((parts, ts));
-        }
+        let (targets, entries) = self.plan(&records, logs.len() as u32)?;
         let entry = |i: usize| entries[i];
         let mut metas: Vec<RecordMetadata> = Vec::with_capacity(records.len());
         let mut to_sync = Vec::new();
@@ -327,6 +308,96 @@ impl Topic {
             for (log, end) in to_sync {
                 log.sync_to(end)?;
             }
+        }
+        Ok(metas)
+    }
+
+    /// Checks every record and picks its partition (unkeyed records of one
+    /// call share a partition): `(partition, (parts, timestamp))` per
+    /// record, in order. Nothing is written.
+    fn plan<'r, R: Borrow<Record>>(&self, records: &'r [R], n: u32) -> Result<Plan<'r>> {
+        let now = now_ms();
+        let sticky = self.inner.round_robin.fetch_add(1, Ordering::Relaxed) % n;
+        let mut targets: Vec<u32> = Vec::with_capacity(records.len());
+        let mut entries: Vec<(RecordParts<'_>, i64)> = Vec::with_capacity(records.len());
+        for r in records {
+            let r = r.borrow();
+            let parts = parts_of(r);
+            let ts = self.check_record(&parts, r.timestamp.or(Some(now)))?;
+            let p = match r.partition {
+                Some(p) => p,
+                None => self.choose(parts.key, parts.value, n, Some(sticky)),
+            };
+            if p >= n {
+                return Err(self.unknown_partition(p, n));
+            }
+            targets.push(p);
+            entries.push((parts, ts));
+        }
+        Ok((targets, entries))
+    }
+
+    /// The idempotent write path of a [`Producer`](crate::Producer): each
+    /// partition's records are appended as one producer append whose fields
+    /// `producer(partition)` gives; a retry of an append already written
+    /// returns the original metadata. `advanced(partition, count)` is called
+    /// once a partition's records are written (or found written) and, under
+    /// `SyncPolicy::Always`, synced.
+    pub(crate) fn send_idempotent<R: Borrow<Record>>(
+        &self,
+        records: &[R],
+        mut producer: impl FnMut(u32) -> ProducerBatch,
+        mut advanced: impl FnMut(u32, u32),
+    ) -> Result<Vec<RecordMetadata>> {
+        self.check_live()?;
+        let logs = self.inner.partitions.read();
+        let (targets, entries) = self.plan(records, logs.len() as u32)?;
+        let mut metas = vec![
+            RecordMetadata {
+                partition: 0,
+                offset: 0,
+                timestamp: 0,
+            };
+            records.len()
+        ];
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        order.sort_by_key(|&i| targets[i]);
+        for run in order.chunk_by(|&a, &b| targets[a] == targets[b]) {
+            let p = targets[run[0]];
+            let log = Arc::clone(&logs[p as usize]);
+            let run_entries: Vec<(RecordParts<'_>, i64)> =
+                run.iter().map(|&i| entries[i]).collect();
+            let mut slots = run.iter();
+            let duplicate =
+                log.append_idempotent(producer(p), &run_entries, |offset, timestamp| {
+                    let &i = slots.next().expect("one slot per record");
+                    metas[i] = RecordMetadata {
+                        partition: p,
+                        offset,
+                        timestamp,
+                    };
+                })?;
+            if let Some(first) = duplicate {
+                // Already written: report the records as they were stored
+                // (offsets are consecutive within one producer append).
+                let stored = log.read(first, run.len())?;
+                for (k, &i) in run.iter().enumerate() {
+                    let offset = first + k as u64;
+                    let timestamp = stored
+                        .iter()
+                        .find(|m| m.offset() == offset)
+                        .map_or(entries[i].1, |m| m.timestamp());
+                    metas[i] = RecordMetadata {
+                        partition: p,
+                        offset,
+                        timestamp,
+                    };
+                }
+            }
+            if self.inner.sync == SyncPolicy::Always {
+                log.sync_to(log.end_offset())?;
+            }
+            advanced(p, run.len() as u32);
         }
         Ok(metas)
     }
@@ -389,6 +460,9 @@ impl Topic {
         }
     }
 }
+
+/// Each record's partition, and its parts with the timestamp to store.
+type Plan<'r> = (Vec<u32>, Vec<(RecordParts<'r>, i64)>);
 
 fn parts_of(r: &Record) -> RecordParts<'_> {
     RecordParts::new(r.key.as_deref(), r.value.as_deref(), &r.headers)

@@ -366,6 +366,17 @@ pub(crate) struct NewBatch {
     pub base_offset: u64,
     pub base_timestamp: i64,
     pub leader_epoch: i32,
+    /// Producer id, epoch and base sequence of an idempotent producer's
+    /// batch; `None` writes Kafka's "no producer" values (-1).
+    pub producer: Option<ProducerBatch>,
+}
+
+/// The producer fields of an idempotent producer's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
 }
 
 /// Writes the header of an open batch (no records yet, CRC 0) into `dst[..61]`.
@@ -383,9 +394,14 @@ pub(crate) fn write_open_header(dst: &mut [u8], b: NewBatch) {
     put_i32(dst, LAST_OFFSET_DELTA, 0);
     put_i64(dst, BASE_TIMESTAMP, b.base_timestamp);
     put_i64(dst, MAX_TIMESTAMP, b.base_timestamp);
-    put_i64(dst, PRODUCER_ID, -1);
-    put_i16(dst, PRODUCER_EPOCH, -1);
-    put_i32(dst, BASE_SEQUENCE, -1);
+    let p = b.producer.unwrap_or(ProducerBatch {
+        producer_id: -1,
+        epoch: -1,
+        base_sequence: -1,
+    });
+    put_i64(dst, PRODUCER_ID, p.producer_id);
+    put_i16(dst, PRODUCER_EPOCH, p.epoch);
+    put_i32(dst, BASE_SEQUENCE, p.base_sequence);
     put_i32(dst, RECORDS_COUNT, 0);
 }
 
@@ -627,6 +643,7 @@ mod tests {
                 base_offset,
                 base_timestamp: base_ts,
                 leader_epoch: NO_PARTITION_LEADER_EPOCH,
+                producer: None,
             },
         );
         let mut pos = BATCH_HEADER_BYTES;

@@ -7,8 +7,10 @@
 
 mod cleaner;
 mod partition_log;
+mod producers;
 mod segment;
 
+pub(crate) use producers::{last_sequence, ProducerSnapshot};
 pub(crate) use segment::SegmentMap;
 
 pub(crate) use partition_log::{

@@ -62,6 +62,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Condvar, Mutex};
 
 use super::cleaner;
+use super::producers::{self, Check, ProducerBatch, ProducerSnapshot, ProducerStates};
 use super::segment::{
     read_offset_entry, read_time_entry, scan_batches, share_region, IndexBuilder, Scan, Segment,
     SegmentMap, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES,
@@ -162,6 +163,26 @@ struct OpenBatch {
     max_timestamp: i64,
     count: u32,
     opened: Instant,
+    /// The idempotent producer whose records the batch holds, if any: a
+    /// batch holds records of one producer (or of none), with consecutive
+    /// sequences.
+    producer: Option<ProducerBatch>,
+}
+
+impl OpenBatch {
+    /// Whether a record with producer fields `p` (its own sequence) may
+    /// join this batch.
+    fn takes(&self, p: Option<ProducerBatch>) -> bool {
+        match (self.producer, p) {
+            (None, None) => true,
+            (Some(o), Some(p)) => {
+                o.producer_id == p.producer_id
+                    && o.epoch == p.epoch
+                    && producers::last_sequence(o.base_sequence, self.count + 1) == p.base_sequence
+            }
+            _ => false,
+        }
+    }
 }
 
 struct Active {
@@ -192,6 +213,8 @@ struct State {
     /// Records were appended (or recovery rewrote the tail) since the
     /// partition was created or opened clean: close has work to do.
     changed: bool,
+    /// Idempotent producers' sequences (see `producers.rs`).
+    producers: ProducerStates,
 }
 
 /// What a read does next, decided under the lock.
@@ -360,6 +383,7 @@ impl PartitionLog {
                 shut: false,
                 deleted: false,
                 changed: false,
+                producers: ProducerStates::default(),
             }),
             durable_offset: AtomicU64::new(0),
             sync_lock: Mutex::new(recovery),
@@ -607,7 +631,7 @@ impl PartitionLog {
                     Some(offset) => offset,
                     None => {
                         st.commit_open_count();
-                        st.append_one(&self.dir, self.limits, parts, ts)?
+                        st.append_one(&self.dir, self.limits, parts, ts, None)?
                     }
                 };
                 on_append(offset, ts);
@@ -626,6 +650,117 @@ impl PartitionLog {
             }
         }
         result
+    }
+
+    /// Appends the records of one idempotent producer's send, whose first
+    /// record carries sequence `producer.base_sequence`, calling
+    /// `on_append(offset, timestamp)` for each. A retry of an append
+    /// already written writes nothing and returns `Some(first offset)` of
+    /// the original; otherwise `None`. Records must already be validated.
+    pub(crate) fn append_idempotent<'r>(
+        &self,
+        producer: ProducerBatch,
+        records: &[(RecordParts<'r>, i64)],
+        mut on_append: impl FnMut(u64, i64),
+    ) -> Result<Option<u64>> {
+        let count = records.len() as u32;
+        if count == 0 {
+            return Ok(None);
+        }
+        let mut st = self.state.lock();
+        self.check_writable(&st)?;
+        let where_ = format!("{}-{}", self.topic, self.partition);
+        if let Check::Duplicate { offset } = st.producers.check(producer, count, &where_)? {
+            return Ok(Some(offset));
+        }
+        let segments_before = st.closed.len();
+        st.changed = true;
+        let first_offset = st.next_offset;
+        let mut written = 0u32;
+        let result = (|| {
+            for &(parts, ts) in records {
+                let own = ProducerBatch {
+                    base_sequence: producers::last_sequence(producer.base_sequence, written + 1),
+                    ..producer
+                };
+                let offset = st.append_one(&self.dir, self.limits, parts, ts, Some(own))?;
+                written += 1;
+                on_append(offset, ts);
+            }
+            Ok(())
+        })();
+        st.commit_open_count();
+        if written > 0 {
+            // Even a partly written send is remembered: the sequences it
+            // used are in the log.
+            let last = producers::last_sequence(producer.base_sequence, written);
+            st.producers.record(producer, last, first_offset, now_ms());
+        }
+        let rolled = st.closed.len() > segments_before;
+        drop(st);
+        result?;
+        self.notify_append();
+        if rolled && self.has_retention() {
+            self.apply_retention(now_ms())?;
+        }
+        Ok(None)
+    }
+
+    /// The producer state to keep in a recovery checkpoint, or `None` if
+    /// no producer is known (idle ones expire here).
+    pub(crate) fn producer_snapshot(&self) -> Option<ProducerSnapshot> {
+        let mut st = self.state.lock();
+        st.producers.expire(now_ms());
+        (!st.producers.is_empty()).then(|| st.producers.snapshot(st.next_offset))
+    }
+
+    /// Rebuilds the producer state after opening: from `snapshot` and the
+    /// batches after it, or by walking the batch headers from `walk_from`
+    /// when there is no usable snapshot (see `producers.rs`).
+    pub(crate) fn restore_producers(
+        &self,
+        snapshot: Option<&ProducerSnapshot>,
+        walk_from: u64,
+    ) -> Result<()> {
+        let mut st = self.state.lock();
+        let (mut states, from) = match snapshot {
+            Some(s) if s.offset <= st.next_offset => (ProducerStates::from_snapshot(s), s.offset),
+            // The snapshot describes batches the log no longer holds.
+            Some(_) => (ProducerStates::default(), 0),
+            None => (ProducerStates::default(), walk_from),
+        };
+        let from = from.max(st.start_offset());
+        if from < st.next_offset {
+            st.seal_open();
+            let mut segs: Vec<(Arc<Segment>, Option<Arc<SegmentMap>>, u64)> = Vec::new();
+            for seg in &st.closed {
+                segs.push((Arc::clone(seg), seg.closed_map()?, seg.closed_len()));
+            }
+            let a = &st.active;
+            segs.push((Arc::clone(&a.seg), Some(Arc::clone(&a.map)), a.sealed_end));
+            let starts_after = |i: usize| segs.get(i + 1).is_some_and(|n| n.0.base_offset <= from);
+            for (i, (seg, map, len)) in segs.iter().enumerate() {
+                let Some(map) = map else { continue };
+                if starts_after(i) {
+                    continue;
+                }
+                // SAFETY: the first `len` bytes of a segment's map are
+                // written, sealed batches that never change while we hold
+                // the state lock (closed segments never change at all).
+                let data = unsafe { std::slice::from_raw_parts(map.ptr(), *len as usize) };
+                let mut pos = 0usize;
+                while pos < data.len() {
+                    let h = BatchHeader::parse(&data[pos..])
+                        .map_err(|e| Error::corrupt(&seg.log_path, pos as u64, e.0))?;
+                    if h.last_offset() >= from {
+                        states.replay(&h);
+                    }
+                    pos += h.total_len();
+                }
+            }
+        }
+        st.producers = states;
+        Ok(())
     }
 
     fn has_retention(&self) -> bool {
@@ -1690,17 +1825,19 @@ impl State {
     }
 
     /// Appends one record; returns its offset.
+    /// Appends one record; `producer` carries the record's own sequence.
     fn append_one(
         &mut self,
         dir: &Path,
         limits: Limits,
         parts: RecordParts<'_>,
         ts: i64,
+        producer: Option<ProducerBatch>,
     ) -> Result<u64> {
         loop {
             let offset = self.next_offset;
             let a = &mut self.active;
-            if let Some(open) = &a.open {
+            if let Some(open) = a.open.as_ref().filter(|o| o.takes(producer)) {
                 let ts_delta = ts - open.base_timestamp;
                 let off_delta = offset - open.base_offset;
                 let body = parts.body_len(ts_delta, off_delta as i32);
@@ -1716,6 +1853,9 @@ impl State {
                 self.seal_open();
                 continue;
             }
+            // An open batch of another producer (or of none) is sealed first.
+            self.seal_open();
+            let a = &mut self.active;
             let len = (BATCH_HEADER_BYTES + parts.encoded_len(0, 0)) as u64;
             let rel_offset_overflow = offset - a.seg.base_offset > REL_OFFSET_MAX;
             if (a.write_pos > 0 && a.write_pos + len > limits.segment_bytes) || rel_offset_overflow
@@ -1725,7 +1865,7 @@ impl State {
             }
             let a = &mut self.active;
             a.ensure_allocated(a.write_pos + len)?;
-            a.open_batch(offset, ts);
+            a.open_batch(offset, ts, producer);
             // The loop appends the record to the new batch; a first record
             // always fits (segment_bytes >= max record + header).
             let open = a.open.as_ref().expect("just opened");
@@ -1749,7 +1889,7 @@ impl State {
         let a = &mut self.active;
         let open = a.open.as_mut()?;
         let off_delta = offset - open.base_offset;
-        if off_delta >= i32::MAX as u64 {
+        if off_delta >= i32::MAX as u64 || open.producer.is_some() {
             return None;
         }
         let ts_delta = ts - open.base_timestamp;
@@ -1913,7 +2053,7 @@ impl Active {
         Ok(())
     }
 
-    fn open_batch(&mut self, base_offset: u64, ts: i64) {
+    fn open_batch(&mut self, base_offset: u64, ts: i64, producer: Option<ProducerBatch>) {
         // SAFETY: `write_pos..write_pos+61` is allocated (checked by the
         // caller) and beyond everything published to readers; we hold the
         // state lock.
@@ -1929,6 +2069,7 @@ impl Active {
                 base_offset,
                 base_timestamp: ts,
                 leader_epoch: NO_PARTITION_LEADER_EPOCH,
+                producer,
             },
         );
         self.open = Some(OpenBatch {
@@ -1938,6 +2079,7 @@ impl Active {
             max_timestamp: ts,
             count: 0,
             opened: Instant::now(),
+            producer,
         });
         self.write_pos += BATCH_HEADER_BYTES as u64;
     }
@@ -2401,5 +2543,143 @@ mod tests {
             }
             other => panic!("expected Corrupt, got {other:?}"),
         }
+    }
+
+    fn send_as(
+        log: &PartitionLog,
+        pid: i64,
+        epoch: i16,
+        seq: i32,
+        n: usize,
+    ) -> Result<Option<u64>> {
+        let values: Vec<String> = (0..n)
+            .map(|i| format!("p{pid}-e{epoch}-s{}", seq as usize + i))
+            .collect();
+        let records: Vec<(RecordParts<'_>, i64)> = values
+            .iter()
+            .map(|v| (RecordParts::new(Some(b"k"), Some(v.as_bytes()), &[]), 5))
+            .collect();
+        let b = ProducerBatch {
+            producer_id: pid,
+            epoch,
+            base_sequence: seq,
+        };
+        log.append_idempotent(b, &records, |_, _| {})
+    }
+
+    #[test]
+    fn idempotent_appends_write_once_and_refuse_gaps_and_old_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap();
+        append_n(&log, 0, 3, 10); // plain records first: separate batches
+        assert_eq!(send_as(&log, 7, 0, 0, 4).unwrap(), None);
+        assert_eq!(send_as(&log, 7, 0, 4, 2).unwrap(), None);
+        assert_eq!(log.end_offset(), 9);
+        // Retries, whole or in part, write nothing and find the offsets.
+        assert_eq!(send_as(&log, 7, 0, 0, 4).unwrap(), Some(3));
+        assert_eq!(send_as(&log, 7, 0, 5, 1).unwrap(), Some(8));
+        assert_eq!(log.end_offset(), 9);
+        let err = send_as(&log, 7, 0, 9, 1).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::OutOfOrderSequence {
+                    expected: 6,
+                    got: 9,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("t-0"), "{err}");
+        // Another producer interleaves; a new epoch starts at 0 and fences
+        // the old one.
+        assert_eq!(send_as(&log, 8, 0, 0, 1).unwrap(), None);
+        assert_eq!(send_as(&log, 7, 1, 0, 1).unwrap(), None);
+        assert!(matches!(
+            send_as(&log, 7, 0, 6, 1).unwrap_err(),
+            Error::ProducerFenced {
+                epoch: 0,
+                current_epoch: 1,
+                ..
+            }
+        ));
+        append_n(&log, 11, 1, 10);
+        // Every batch on disk carries its producer's fields.
+        log.flush().unwrap();
+        let msgs = log.read(0, usize::MAX).unwrap();
+        assert_eq!(msgs.len(), 12);
+        let data = std::fs::read(
+            dir.path()
+                .join("t-0")
+                .join(super::super::segment::file_name(0, "log")),
+        )
+        .unwrap();
+        let mut pos = 0;
+        let mut seen = Vec::new();
+        while pos < data.len() {
+            let Ok(h) = BatchHeader::parse(&data[pos..]) else {
+                break;
+            };
+            if h.batch_length == 0 {
+                break;
+            }
+            seen.push((
+                h.base_offset,
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.records_count,
+            ));
+            pos += h.total_len();
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (0, -1, -1, -1, 3),
+                (3, 7, 0, 0, 6), // two sends with consecutive sequences share a batch
+                (9, 8, 0, 0, 1),
+                (10, 7, 1, 0, 1),
+                (11, -1, -1, -1, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn producer_state_comes_back_from_a_snapshot_or_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap();
+        send_as(&log, 1, 0, 0, 3).unwrap();
+        let snapshot = log.producer_snapshot().expect("a producer is known");
+        assert_eq!(snapshot.offset, 3);
+        send_as(&log, 1, 0, 3, 2).unwrap();
+        send_as(&log, 2, 0, 0, 1).unwrap();
+        let (rp, _) = log.close().unwrap();
+        drop(log);
+        let check = |log: &PartitionLog| {
+            assert_eq!(send_as(log, 1, 0, 3, 2).unwrap(), Some(3), "retry found");
+            assert_eq!(send_as(log, 2, 0, 0, 1).unwrap(), Some(5), "retry found");
+            assert!(matches!(
+                send_as(log, 1, 0, 9, 1).unwrap_err(),
+                Error::OutOfOrderSequence { expected: 5, .. }
+            ));
+        };
+        // From the old snapshot plus the batches after it.
+        let log = reopen(dir.path(), true, rp);
+        log.restore_producers(Some(&snapshot), rp.segment).unwrap();
+        check(&log);
+        drop(log);
+        // Without a snapshot, walking the whole log.
+        let log = reopen(dir.path(), true, rp);
+        log.restore_producers(None, 0).unwrap();
+        check(&log);
+        drop(log);
+        // A snapshot beyond the log's end (a power loss took batches) is
+        // dropped, and the log walked.
+        let mut ahead = snapshot.clone();
+        ahead.offset = 1_000;
+        let log = reopen(dir.path(), true, rp);
+        log.restore_producers(Some(&ahead), 0).unwrap();
+        check(&log);
     }
 }
