@@ -30,6 +30,15 @@ fn fill(topic: &brook::Topic, n: u64, keys: u64) -> BTreeMap<String, (u64, Strin
     latest
 }
 
+/// Offsets of every record a partition holds.
+fn offsets(p: &brook::Partition) -> Vec<u64> {
+    p.read(0, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|m| m.offset())
+        .collect()
+}
+
 #[test]
 fn compaction_keeps_the_latest_value_of_every_key_at_its_offset() {
     let dir = tempfile::tempdir().unwrap();
@@ -101,12 +110,7 @@ fn a_consumer_at_a_removed_offset_continues_at_the_next_kept_one() {
     fill(&topic, 3_000, 10);
     log.compact_now("state").unwrap();
     let p = topic.partition(0).unwrap();
-    let kept: Vec<u64> = p
-        .read(0, usize::MAX)
-        .unwrap()
-        .iter()
-        .map(|m| m.offset())
-        .collect();
+    let kept = offsets(&p);
     let removed = (0..3_000)
         .find(|o| !kept.contains(o))
         .expect("compaction removed something");
@@ -287,12 +291,7 @@ fn records_younger_than_min_compaction_lag_are_not_compacted() {
     let stats = log.compact_now("state").unwrap();
     assert!(stats.records_out < stats.records_in, "{stats:?}");
     let p = topic.partition(0).unwrap();
-    let kept: Vec<u64> = p
-        .read(0, usize::MAX)
-        .unwrap()
-        .iter()
-        .map(|m| m.offset())
-        .collect();
+    let kept = offsets(&p);
     assert!(kept.len() < 6_000, "old records were compacted");
     // Every fresh record is still there, duplicates of its key included.
     let fresh_kept = kept.iter().filter(|&&o| o >= 3_000).count();
