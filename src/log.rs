@@ -42,7 +42,7 @@ use crate::io::{self, DirLock};
 use crate::producer::{Producer, ProducerConfig};
 use crate::storage::{
     dir_name, now_ms, CleanState, CompactSettings, CompactionReport, Limits, OpenHints,
-    PartitionLog, ProducerSnapshot, RecoveryPoint, OPEN_BATCH_LINGER,
+    PartitionLog, ProducerSnapshot, ProducerWalk, RecoveryPoint, OPEN_BATCH_LINGER,
 };
 use crate::topic::{validate_topic_name, Topic, TopicInner};
 
@@ -275,11 +275,16 @@ impl Log {
             if io::file_len(&dir.join(dir_name(name, p)))?.is_some() {
                 let log = PartitionLog::open(&dir, Arc::clone(name), p, limits, hints)?;
                 log.set_clean_offset(hints.clean_offset);
-                // Without a checkpoint entry, nothing is known: walk it all.
-                // Without a snapshot, no producer was known at the recovery
-                // point.
-                let walk_from = c.map_or(0, |c| c.recovery_segment);
-                log.restore_producers(c.and_then(|c| c.producers.as_ref()), walk_from)?;
+                // Without a checkpoint entry nothing is known: walk it all.
+                // Without a snapshot no producer was known when the
+                // checkpoint was taken: after a clean close nothing is to be
+                // walked, after a crash what follows the recovery point.
+                let walk = match c {
+                    None => ProducerWalk::FromOffset(0),
+                    Some(_) if hints.clean.is_some() => ProducerWalk::Nothing,
+                    Some(_) => ProducerWalk::FromPoint(hints.recovery),
+                };
+                log.restore_producers(c.and_then(|c| c.producers.as_ref()), walk)?;
                 Ok(log)
             } else {
                 // New, or lost between creation and the topics file: start empty.
@@ -941,6 +946,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path()).unwrap();
         log.create_topic("t", TopicConfig::default()).unwrap();
+        // A checkpoint from before any producer...
+        log.inner.shared.write_checkpoint().unwrap();
+        let no_producers = std::fs::read(dir.path().join(CHECKPOINT_FILE)).unwrap();
         let mut p = log.producer(ProducerConfig::default()).unwrap();
         for i in 0..5 {
             p.send("t", crate::Record::new(format!("{i}"))).unwrap();
@@ -948,6 +956,16 @@ mod tests {
         let pid = p.producer_id();
         log.close().unwrap();
         drop((p, log));
+        // ...is all a crash leaves: recovery walks from its recovery point.
+        let crashed = |checkpoint: &[u8]| {
+            let _ = std::fs::remove_file(dir.path().join(CLEAN_MARKER));
+            std::fs::write(dir.path().join(CHECKPOINT_FILE), checkpoint).unwrap();
+            Log::open(dir.path()).unwrap()
+        };
+        let log = crashed(&no_producers);
+        assert_eq!(retry(&log, pid, 3).unwrap(), Some(3));
+        log.close().unwrap();
+        drop(log);
         // Clean reopen: the state comes from the checkpoint alone.
         let log = Log::open(dir.path()).unwrap();
         assert_eq!(retry(&log, pid, 4).unwrap(), Some(4));
@@ -966,9 +984,7 @@ mod tests {
         let pid2 = p2.producer_id();
         log.close().unwrap();
         drop((p2, log));
-        std::fs::remove_file(dir.path().join(CLEAN_MARKER)).unwrap();
-        std::fs::write(dir.path().join(CHECKPOINT_FILE), old_checkpoint).unwrap();
-        let log = Log::open(dir.path()).unwrap();
+        let log = crashed(&old_checkpoint);
         assert_eq!(retry(&log, pid, 5).unwrap(), Some(6));
         assert_eq!(retry(&log, pid2, 0).unwrap(), Some(5));
         assert_eq!(retry(&log, pid, 6).unwrap(), None);

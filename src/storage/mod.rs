@@ -15,5 +15,5 @@ pub(crate) use segment::SegmentMap;
 
 pub(crate) use partition_log::{
     dir_name, now_ms, CleanState, CompactSettings, CompactionReport, Limits, Notify, OpenHints,
-    PartitionLog, RecoveryPoint, OPEN_BATCH_LINGER,
+    PartitionLog, ProducerWalk, RecoveryPoint, OPEN_BATCH_LINGER,
 };

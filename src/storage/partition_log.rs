@@ -145,6 +145,18 @@ pub(crate) struct CleanState {
     pub offset_of_max_timestamp: u64,
 }
 
+/// Which batches to replay for producer state when there is no snapshot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ProducerWalk {
+    /// None: no producer was known when the log closed cleanly.
+    Nothing,
+    /// Batches from this offset on.
+    FromOffset(u64),
+    /// Batches from this recovery point on: no producer was known when the
+    /// checkpoint that recorded it was taken.
+    FromPoint(RecoveryPoint),
+}
+
 /// How to open an existing partition.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct OpenHints {
@@ -715,44 +727,60 @@ impl PartitionLog {
     }
 
     /// Rebuilds the producer state after opening: from `snapshot` and the
-    /// batches after it, or by walking the batch headers from `walk_from`
-    /// when there is no usable snapshot (see `producers.rs`).
+    /// batches after it; without a snapshot, from the batches `walk` names
+    /// (see `producers.rs`); from every batch if the snapshot describes
+    /// more than the log holds.
     pub(crate) fn restore_producers(
         &self,
         snapshot: Option<&ProducerSnapshot>,
-        walk_from: u64,
+        walk: ProducerWalk,
     ) -> Result<()> {
         let mut st = self.state.lock();
-        let (mut states, from) = match snapshot {
-            Some(s) if s.offset <= st.next_offset => (ProducerStates::from_snapshot(s), s.offset),
+        let (mut states, walk) = match snapshot {
+            Some(s) if s.offset <= st.next_offset => (
+                ProducerStates::from_snapshot(s),
+                ProducerWalk::FromOffset(s.offset),
+            ),
             // The snapshot describes batches the log no longer holds.
-            Some(_) => (ProducerStates::default(), 0),
-            None => (ProducerStates::default(), walk_from),
+            Some(_) => (ProducerStates::default(), ProducerWalk::FromOffset(0)),
+            None => (ProducerStates::default(), walk),
         };
-        let from = from.max(st.start_offset());
-        if from < st.next_offset {
+        let (from_offset, from_point) = match walk {
+            ProducerWalk::Nothing => (st.next_offset, None),
+            ProducerWalk::FromOffset(o) => (o, None),
+            ProducerWalk::FromPoint(rp) => (0, Some(rp)),
+        };
+        if from_offset < st.next_offset {
             st.seal_open();
-            let mut segs: Vec<(Arc<Segment>, Option<Arc<SegmentMap>>, u64)> = Vec::new();
-            for seg in &st.closed {
-                segs.push((Arc::clone(seg), seg.closed_map()?, seg.closed_len()));
-            }
-            let a = &st.active;
-            segs.push((Arc::clone(&a.seg), Some(Arc::clone(&a.map)), a.sealed_end));
-            let starts_after = |i: usize| segs.get(i + 1).is_some_and(|n| n.0.base_offset <= from);
-            for (i, (seg, map, len)) in segs.iter().enumerate() {
+            let active = (Arc::clone(&st.active.seg), st.active.sealed_end);
+            let segments: Vec<Arc<Segment>> = st.closed.clone();
+            let n = segments.len();
+            for (i, seg) in segments.iter().chain([&active.0]).enumerate() {
+                let next_base = segments
+                    .get(i + 1)
+                    .map_or(active.0.base_offset, |s| s.base_offset);
+                let start = match from_point {
+                    Some(rp) if seg.base_offset < rp.segment => continue,
+                    Some(rp) if seg.base_offset == rp.segment => rp.position,
+                    Some(_) => 0,
+                    None if i < n && next_base <= from_offset => continue,
+                    None => 0,
+                };
+                let (map, len) = if i < n {
+                    (seg.closed_map()?, seg.closed_len())
+                } else {
+                    (Some(Arc::clone(&st.active.map)), active.1)
+                };
                 let Some(map) = map else { continue };
-                if starts_after(i) {
-                    continue;
-                }
                 // SAFETY: the first `len` bytes of a segment's map are
                 // written, sealed batches that never change while we hold
                 // the state lock (closed segments never change at all).
-                let data = unsafe { std::slice::from_raw_parts(map.ptr(), *len as usize) };
-                let mut pos = 0usize;
+                let data = unsafe { std::slice::from_raw_parts(map.ptr(), len as usize) };
+                let mut pos = start as usize;
                 while pos < data.len() {
                     let h = BatchHeader::parse(&data[pos..])
                         .map_err(|e| Error::corrupt(&seg.log_path, pos as u64, e.0))?;
-                    if h.last_offset() >= from {
+                    if h.last_offset() >= from_offset {
                         states.replay(&h);
                     }
                     pos += h.total_len();
@@ -2666,12 +2694,14 @@ mod tests {
         };
         // From the old snapshot plus the batches after it.
         let log = reopen(dir.path(), true, rp);
-        log.restore_producers(Some(&snapshot), rp.segment).unwrap();
+        log.restore_producers(Some(&snapshot), ProducerWalk::Nothing)
+            .unwrap();
         check(&log);
         drop(log);
         // Without a snapshot, walking the whole log.
         let log = reopen(dir.path(), true, rp);
-        log.restore_producers(None, 0).unwrap();
+        log.restore_producers(None, ProducerWalk::FromOffset(0))
+            .unwrap();
         check(&log);
         drop(log);
         // A snapshot beyond the log's end (a power loss took batches) is
@@ -2679,7 +2709,8 @@ mod tests {
         let mut ahead = snapshot.clone();
         ahead.offset = 1_000;
         let log = reopen(dir.path(), true, rp);
-        log.restore_producers(Some(&ahead), 0).unwrap();
+        log.restore_producers(Some(&ahead), ProducerWalk::Nothing)
+            .unwrap();
         check(&log);
     }
 }
