@@ -487,8 +487,20 @@ impl PartitionLog {
             let is_last = i + 1 == bases.len();
             let trusted_end = if base == rp.segment { rp.position } else { 0 };
             let seg = Segment::new(&dir, base, limits.compacted);
-            let rec = recover_segment(&seg, trusted_end, is_last && hints.same_boot)?;
-            seg.set_verified_from(trusted_end);
+            // In the boot that wrote them, a segment before the last one
+            // cannot have a torn tail (a killed process loses nothing from
+            // the page cache, and a roll seals the open batch first): a bad
+            // batch there is damage, kept in place for reads to report
+            // rather than cut off with everything after it.
+            let mode = match (hints.same_boot, is_last) {
+                (false, _) => TailMode::Truncate,
+                (true, true) => TailMode::Reseal,
+                (true, false) => TailMode::KeepDamage,
+            };
+            let rec = recover_segment(&seg, trusted_end, mode)?;
+            // The scan checked every batch from `trusted_end` to the end,
+            // unless it stopped at damage: then reads check every batch.
+            seg.set_verified_from(if rec.damaged { u64::MAX } else { trusted_end });
             if let Some(last) = rec.next_offset {
                 next_offset = last;
             } else {
@@ -1745,17 +1757,33 @@ fn write_index_files(seg: &Segment, ix: &IndexBuilder) -> Result<[Arc<DataFile>;
 }
 
 struct Recovered {
+    /// Where the segment ends: after its last good batch, or at the file's
+    /// end when damage was kept.
     end: u64,
     ix: IndexBuilder,
     next_offset: Option<u64>,
-    /// Bytes after `end` were cut off.
+    /// Bytes after the last good batch were cut off.
     truncated: bool,
+    /// Bytes after the last good batch were kept (`TailMode::KeepDamage`).
+    damaged: bool,
 }
 
-/// Scans a segment from its start (checking CRCs from `trusted_end` on),
-/// reseals a trailing open batch when `reseal` allows it, and truncates the
-/// file after the last good batch.
-fn recover_segment(seg: &Segment, trusted_end: u64, reseal: bool) -> Result<Recovered> {
+/// What recovery does with bytes after a segment's last good batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TailMode {
+    /// Cut them off: a torn or never-synced tail.
+    Truncate,
+    /// Reseal an open batch a killed writer left (same boot, last
+    /// segment), then cut off what follows it.
+    Reseal,
+    /// Leave them: they can only be damage, which reads report as
+    /// `Error::Corrupt` at its position.
+    KeepDamage,
+}
+
+/// Scans a segment from its start (checking CRCs from `trusted_end` on) and
+/// deals with what follows its last good batch as `mode` says.
+fn recover_segment(seg: &Segment, trusted_end: u64, mode: TailMode) -> Result<Recovered> {
     let file = DataFile::open(&seg.log_path, false)?;
     let file_len = file.len()?;
     let map = io::map_read(&seg.log_path)?;
@@ -1767,10 +1795,20 @@ fn recover_segment(seg: &Segment, trusted_end: u64, reseal: bool) -> Result<Reco
         bad,
     } = scan_batches(data, seg.base_offset, trusted_end.min(file_len), seg.gaps);
     let mut truncated = false;
+    if bad.is_some() && mode == TailMode::KeepDamage && data[end as usize..].iter().any(|&b| b != 0)
+    {
+        return Ok(Recovered {
+            end: file_len,
+            ix,
+            next_offset,
+            truncated,
+            damaged: true,
+        });
+    }
     if bad.is_some() {
         let tail = &data[end as usize..];
         let expected = next_offset.unwrap_or(seg.base_offset);
-        let scan = format::scan_open_batch(tail).filter(|_| reseal);
+        let scan = format::scan_open_batch(tail).filter(|_| mode == TailMode::Reseal);
         if let Some(scan) = scan.filter(|_| read_base_offset(tail) == expected) {
             let mut batch = tail[..scan.len].to_vec();
             format::reseal_open_batch(&mut batch, scan);
@@ -1800,6 +1838,7 @@ fn recover_segment(seg: &Segment, trusted_end: u64, reseal: bool) -> Result<Reco
         ix,
         next_offset,
         truncated,
+        damaged: false,
     })
 }
 
