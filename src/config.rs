@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::format::BATCH_HEADER_BYTES;
+use crate::format::{Compression, BATCH_HEADER_BYTES};
 
 /// When appended data is forced to stable storage (fsync).
 ///
@@ -165,6 +165,8 @@ pub struct TopicConfig {
     /// A tombstone stays this long after compaction first kept it, so slow
     /// consumers see the delete (default 24 h, like Kafka).
     pub delete_retention: Duration,
+    /// Codec of newly written batches (default [`Compression::None`]).
+    pub compression: Compression,
 }
 
 impl Default for TopicConfig {
@@ -181,6 +183,7 @@ impl Default for TopicConfig {
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag: Duration::ZERO,
             delete_retention: Duration::from_secs(24 * 3600),
+            compression: Compression::None,
         }
     }
 }
@@ -252,6 +255,15 @@ impl TopicConfig {
         self
     }
 
+    /// Sets the codec of newly written batches. Batches are compressed when
+    /// they are sealed (a batch of 16 KiB, at a sync, or after a second
+    /// without appends), each as one stream encoded as Kafka encodes it;
+    /// reads decompress them. Batches written earlier keep their codec.
+    pub fn compression(mut self, codec: Compression) -> Self {
+        self.compression = codec;
+        self
+    }
+
     /// Checks that the settings can work together; `topic` names the topic in
     /// the error.
     pub(crate) fn validate(&self, topic: &str) -> Result<()> {
@@ -286,6 +298,13 @@ impl TopicConfig {
             return fail(format!(
                 "min_cleanable_dirty_ratio must be within 0.0..=1.0, got {}",
                 self.min_cleanable_dirty_ratio
+            ));
+        }
+        if !self.compression.is_available() {
+            return fail(format!(
+                "compression {:?} needs brook's {:?} cargo feature",
+                self.compression,
+                self.compression.feature()
             ));
         }
         if self.replication_factor == 0 {

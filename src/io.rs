@@ -377,6 +377,20 @@ pub(crate) mod faults {
         })
     }
 
+    thread_local! {
+        static CRASH_COMPRESSION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Makes the next in-place compression of a sealed batch on this thread
+    /// stop halfway through overwriting the batch, as a kill there would.
+    pub(crate) fn crash_next_compression() {
+        CRASH_COMPRESSION.with(|c| c.set(true));
+    }
+
+    pub(crate) fn compression_crash_due() -> bool {
+        CRASH_COMPRESSION.with(|c| c.replace(false))
+    }
+
     pub(super) fn take_fsync_failure(path: &Path) -> Option<std::io::Error> {
         FAIL_FSYNC.with(|f| {
             let mut f = f.borrow_mut();

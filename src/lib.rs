@@ -55,6 +55,7 @@ pub use consumer::{
     PartitionLag, RebalanceContext, RebalanceListener, ResetTo,
 };
 pub use error::{Error, Result};
+pub use format::Compression;
 pub use log::{CompactionStats, Log};
 pub use producer::{Producer, ProducerConfig};
 pub use record::{Message, Record, RecordMetadata, TopicPartition};

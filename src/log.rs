@@ -38,6 +38,7 @@ use crate::consumer::{
     TopicSource, OFFSETS_TOPIC,
 };
 use crate::error::{Error, Result};
+use crate::format::Compression;
 use crate::io::{self, DirLock};
 use crate::producer::{Producer, ProducerConfig};
 use crate::storage::{
@@ -195,6 +196,7 @@ fn offsets_limits() -> Limits {
         compacted: false,
         retention_bytes: None,
         retention_ms: None,
+        compression: Compression::None,
     }
 }
 
@@ -483,6 +485,33 @@ impl Log {
         topic.partitions.write().extend(new_logs);
         s.metadata_epoch.fetch_add(1, Ordering::AcqRel);
         s.write_checkpoint()
+    }
+
+    /// Changes the codec a topic's new batches are compressed with (Kafka's
+    /// `compression.type`), persisted with the topic. Batches already
+    /// written keep their codec and stay readable.
+    pub fn set_compression(&self, name: &str, codec: Compression) -> Result<()> {
+        self.check_open()?;
+        let s = &self.inner.shared;
+        let _admin = s.admin.lock();
+        let topic = s
+            .topics
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopic {
+                topic: name.to_owned(),
+            })?;
+        let cfg = topic.config.read().clone().compression(codec);
+        cfg.validate(name)?;
+        let mut file = self.topics_file();
+        file.topics.insert(name.to_owned(), cfg);
+        write_meta(&s.dir.join(TOPICS_FILE), &file)?;
+        topic.config.write().compression = codec;
+        for log in topic.partitions.read().iter() {
+            log.set_compression(codec);
+        }
+        Ok(())
     }
 
     /// Deletes a topic and its data. Handles to it fail with
@@ -860,6 +889,7 @@ fn limits(cfg: &TopicConfig) -> Limits {
             .retention
             .filter(|_| deletes)
             .map(|d| d.as_millis().min(u64::MAX as u128) as u64),
+        compression: cfg.compression,
     }
 }
 

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use brook::{Log, Record, TopicConfig};
+use brook::{Compression, Log, Record, TopicConfig};
 use serde_json::Value;
 
 const TOPIC: &str = "compat";
@@ -192,6 +192,36 @@ fn expected(f: &Fields, meta: &brook::RecordMetadata) -> Expected {
 
 #[test]
 fn kafka_python_decodes_every_batch_and_record_brook_wrote() {
+    check_decodes(Compression::None);
+}
+
+/// Every codec this build has; kafka-python decodes each (its codec
+/// packages are in tests/requirements.txt).
+#[test]
+fn kafka_python_decodes_compressed_batches() {
+    let codecs = [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+    for codec in codecs.into_iter().filter(|c| c.is_available()) {
+        check_decodes(codec);
+    }
+}
+
+/// Kafka's `attributes` bits of each codec.
+fn codec_bits(codec: Compression) -> i64 {
+    match codec {
+        Compression::Gzip => 1,
+        Compression::Snappy => 2,
+        Compression::Lz4 => 3,
+        Compression::Zstd => 4,
+        _ => 0,
+    }
+}
+
+fn check_decodes(codec: Compression) {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
     let topic = log
@@ -199,8 +229,10 @@ fn kafka_python_decodes_every_batch_and_record_brook_wrote() {
             TOPIC,
             TopicConfig::default()
                 .partitions(PARTITIONS)
-                .segment_bytes(48 * 1024)
-                .max_record_bytes(20 * 1024),
+                // Compressed batches are smaller: smaller segments roll too.
+                .segment_bytes(if codec == Compression::None { 48 } else { 24 } * 1024)
+                .max_record_bytes(20 * 1024)
+                .compression(codec),
         )
         .unwrap();
     let mut expected_records: Vec<Vec<Expected>> = vec![Vec::new(); PARTITIONS as usize];
@@ -234,6 +266,7 @@ fn kafka_python_decodes_every_batch_and_record_brook_wrote() {
     log.close().unwrap();
 
     let mut batches_seen = 0;
+    let mut compressed_seen = 0;
     let mut files_seen = 0;
     for p in 0..PARTITIONS {
         let mut decoded: Vec<Expected> = Vec::new();
@@ -275,7 +308,13 @@ fn kafka_python_decodes_every_batch_and_record_brook_wrote() {
                 let ctx = at(&format!("batch at base offset {base}"));
                 assert_eq!(b["crc_valid"], true, "{ctx}: CRC-32C must validate");
                 assert_eq!(int(b, "magic"), 2, "{ctx}: magic");
-                assert_eq!(int(b, "compression"), 0, "{ctx}: no compression");
+                // A batch that would not shrink is stored uncompressed.
+                let bits = int(b, "compression");
+                assert!(
+                    bits == 0 || bits == codec_bits(codec),
+                    "{ctx}: compression {bits} in a {codec:?} topic"
+                );
+                compressed_seen += usize::from(bits != 0);
                 assert_eq!(int(b, "timestamp_type"), 0, "{ctx}: CreateTime");
                 assert_eq!(int(b, "producer_id"), -1, "{ctx}: producer id");
                 assert_eq!(int(b, "producer_epoch"), -1, "{ctx}: producer epoch");
@@ -332,4 +371,10 @@ fn kafka_python_decodes_every_batch_and_record_brook_wrote() {
         files_seen > PARTITIONS as usize,
         "segments were meant to roll: {files_seen} files"
     );
+    if codec != Compression::None {
+        assert!(
+            compressed_seen * 2 >= batches_seen,
+            "{codec:?}: only {compressed_seen} of {batches_seen} batches compressed"
+        );
+    }
 }

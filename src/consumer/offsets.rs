@@ -255,6 +255,7 @@ impl OffsetStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::Compression;
     use crate::storage::{Limits, OpenHints};
 
     fn store(dir: &std::path::Path, create: bool) -> OffsetStore {
@@ -263,6 +264,7 @@ mod tests {
             compacted: false,
             retention_bytes: None,
             retention_ms: None,
+            compression: Compression::None,
         };
         let log = if create {
             PartitionLog::create(dir, Arc::from(OFFSETS_TOPIC), 0, limits).unwrap()

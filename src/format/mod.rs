@@ -59,9 +59,19 @@
 //! each record's bytes; `batchLength`, `lastOffsetDelta` and `maxTimestamp`
 //! are filled in by [`seal_batch`]. [`reseal_open_batch`] rebuilds them from
 //! the records when a crashed process left a batch open.
+//!
+//! # Compression
+//!
+//! With a codec in `attributes`, the records section is one compressed
+//! stream (see [`compression`]); `recordsCount` and every header field stay
+//! as they are, and the CRC covers the compressed bytes. Open batches are
+//! never compressed: [`compress_batch`] turns a sealed batch into its
+//! compressed form.
 
+pub(crate) mod compression;
 mod varint;
 
+pub use compression::Compression;
 pub(crate) use varint::{varint_len, write_varint, Cursor};
 
 /// Bytes of a batch header before the first record.
@@ -190,12 +200,7 @@ impl BatchHeader {
                 h.last_offset_delta, h.records_count
             )));
         }
-        if h.attributes & COMPRESSION_MASK != 0 {
-            return Err(FormatError::new(format!(
-                "compression codec {} is not supported",
-                h.attributes & COMPRESSION_MASK
-            )));
-        }
+        Compression::from_attributes(h.attributes)?;
         if h.base_offset
             .checked_add(h.last_offset_delta as i64)
             .is_none()
@@ -213,6 +218,11 @@ impl BatchHeader {
     /// Offset of the last record.
     pub(crate) fn last_offset(&self) -> u64 {
         self.base_offset as u64 + self.last_offset_delta as u64
+    }
+
+    /// The codec of the records section (checked by [`parse`](Self::parse)).
+    pub(crate) fn compression(&self) -> Compression {
+        Compression::from_attributes(self.attributes).unwrap_or_default()
     }
 
     /// Whether the stored CRC matches `batch` (the whole batch's bytes).
@@ -239,10 +249,11 @@ pub(crate) fn validate_batch(batch: &[u8]) -> Result<BatchHeader, FormatError> {
             crc32c::crc32c(&batch[ATTRIBUTES..])
         )));
     }
-    let mut pos = BATCH_HEADER_BYTES;
+    let (records, mut pos) = batch_records(&h, batch)?;
+    let records = &records[..];
     let mut last_delta = -1i64;
     for _ in 0..h.records_count {
-        let r = RecordView::decode(batch, pos)?;
+        let r = RecordView::decode(records, pos)?;
         if (r.offset_delta as i64) <= last_delta || r.offset_delta > h.last_offset_delta {
             return Err(FormatError::new(format!(
                 "record offset delta {} out of order",
@@ -252,14 +263,52 @@ pub(crate) fn validate_batch(batch: &[u8]) -> Result<BatchHeader, FormatError> {
         last_delta = r.offset_delta as i64;
         pos = r.end;
     }
-    if pos != batch.len() {
+    if pos != records.len() {
         return Err(FormatError::new(format!(
-            "{} records end at byte {pos} of a {}-byte batch",
+            "{} records end at byte {pos} of {} bytes of records",
             h.records_count,
-            batch.len()
+            records.len()
         )));
     }
     Ok(h)
+}
+
+/// Bytes holding the records of the whole batch `batch` whose header is
+/// `h`, and the position of the first record in them: the batch itself
+/// when uncompressed, its decompressed records section otherwise.
+pub(crate) fn batch_records<'b>(
+    h: &BatchHeader,
+    batch: &'b [u8],
+) -> Result<(std::borrow::Cow<'b, [u8]>, usize), FormatError> {
+    match h.compression() {
+        Compression::None => Ok((std::borrow::Cow::Borrowed(batch), BATCH_HEADER_BYTES)),
+        codec => Ok((
+            compression::decompress(codec, &batch[BATCH_HEADER_BYTES..])?,
+            0,
+        )),
+    }
+}
+
+/// Writes the compressed form of the sealed, uncompressed batch `batch` to
+/// `out` (cleared first): the same header with `codec` in its attributes,
+/// the records compressed, a new length and CRC.
+pub(crate) fn compress_batch(
+    batch: &[u8],
+    codec: Compression,
+    out: &mut Vec<u8>,
+) -> Result<(), FormatError> {
+    out.clear();
+    out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
+    compression::compress(codec, &batch[BATCH_HEADER_BYTES..], out)?;
+    let attributes = get_i16(out, ATTRIBUTES) & !COMPRESSION_MASK | codec.attribute_bits();
+    put_i16(out, ATTRIBUTES, attributes);
+    let (last, max_ts, count) = (
+        get_i32(out, LAST_OFFSET_DELTA),
+        get_i64(out, MAX_TIMESTAMP),
+        get_i32(out, RECORDS_COUNT),
+    );
+    seal_batch(out, last, max_ts, count);
+    Ok(())
 }
 
 /// What a record needs to be encoded. Header names are UTF-8 (Kafka header

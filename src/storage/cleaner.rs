@@ -16,7 +16,8 @@
 //! Kept records are copied byte for byte: each rewritten batch keeps its
 //! base offset, base timestamp, attributes and `lastOffsetDelta` (as Kafka's
 //! cleaner does), with only the surviving records, a fresh count, max
-//! timestamp and CRC. A batch left with no records is dropped. Offsets
+//! timestamp and CRC. A compressed batch is decompressed, and its kept
+//! records are compressed again with the same codec. A batch left with no records is dropped. Offsets
 //! therefore never change; removed records leave gaps.
 //!
 //! # Crash-safe swap (see `PartitionLog::compact`)
@@ -37,10 +38,14 @@
 //! without a manifest. A crash therefore leaves the old segments or the new
 //! one, never a mix, and never loses the latest value of a key.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::format::{seal_batch, BatchHeader, RecordView, BATCH_HEADER_BYTES};
+use crate::format::{
+    batch_records, compress_batch, seal_batch, BatchHeader, Compression, RecordView,
+    BATCH_HEADER_BYTES,
+};
 
 use super::segment::{IndexBuilder, Segment};
 use crate::io::DataFile;
@@ -87,7 +92,8 @@ fn batches<'a>(
     })
 }
 
-/// A record of a batch; positions are relative to the batch.
+/// A record of a batch; positions are relative to the bytes holding the
+/// batch's records (the batch itself, or its decompressed records).
 struct Rec {
     offset: u64,
     start: usize,
@@ -97,14 +103,21 @@ struct Rec {
     timestamp: i64,
 }
 
-/// The records of a batch (CRC-checked unless this process already did).
-fn records(seg: &Segment, at: u64, h: &BatchHeader, batch: &[u8]) -> Result<Vec<Rec>> {
+/// The records of a batch (CRC-checked unless this process already did),
+/// and the bytes they lie in: the batch itself, or its records
+/// decompressed.
+fn records<'b>(
+    seg: &Segment,
+    at: u64,
+    h: &BatchHeader,
+    batch: &'b [u8],
+) -> Result<(Cow<'b, [u8]>, Vec<Rec>)> {
+    let corrupt = |e: crate::format::FormatError| Error::corrupt(&seg.log_path, at, e.0);
     seg.verify_batch(at, batch)?;
+    let (bytes, mut pos) = batch_records(h, batch).map_err(corrupt)?;
     let mut out = Vec::with_capacity(h.records_count as usize);
-    let mut pos = BATCH_HEADER_BYTES;
     for _ in 0..h.records_count {
-        let r =
-            RecordView::decode(batch, pos).map_err(|e| Error::corrupt(&seg.log_path, at, e.0))?;
+        let r = RecordView::decode(&bytes, pos).map_err(corrupt)?;
         out.push(Rec {
             offset: h.base_offset as u64 + r.offset_delta as u64,
             start: pos,
@@ -115,33 +128,56 @@ fn records(seg: &Segment, at: u64, h: &BatchHeader, batch: &[u8]) -> Result<Vec<
         });
         pos = r.end;
     }
-    Ok(out)
+    Ok((bytes, out))
 }
 
 /// Offset of the latest record of each key over the given closed segments
 /// (`(segment, its bytes)`, in offset order), sorted.
 ///
-/// A first pass builds a key -> latest offset map. Keys are borrowed from
-/// the mapped segments, not copied: an entry is a slice and an offset (24
-/// bytes, plus the hash table's control byte and load factor), like
-/// Kafka's 24-byte hash-and-offset entries but exact, so no hash collision
-/// can ever drop a key's latest value. The map is then reduced to its
-/// sorted offsets (8 bytes a key), so that the rewrite walks them in step
-/// with the records instead of hashing every key a second time.
+/// A first pass builds a key -> latest offset map. Keys of uncompressed
+/// batches are borrowed from the mapped segments, not copied: an entry is a
+/// slice and an offset (24 bytes, plus the hash table's control byte and
+/// load factor), like Kafka's 24-byte hash-and-offset entries but exact, so
+/// no hash collision can ever drop a key's latest value. Keys of compressed
+/// batches exist only in a decompressed buffer, so they are copied into a
+/// second map; a key lives in one of the two maps at a time. The maps are
+/// then reduced to their sorted offsets (8 bytes a key), so that the
+/// rewrite walks them in step with the records instead of hashing every key
+/// a second time.
 pub(crate) fn latest_offsets<'a>(sources: &[(&'a Segment, &'a [u8])]) -> Result<Vec<u64>> {
-    let mut map: HashMap<&'a [u8], u64> = HashMap::new();
+    let mut borrowed: HashMap<&'a [u8], u64> = HashMap::new();
+    let mut owned: HashMap<Box<[u8]>, u64> = HashMap::new();
     for &(seg, data) in sources {
         for b in batches(seg, data) {
             let (at, h, batch) = b?;
-            for Rec { offset, key, .. } in records(seg, at, &h, batch)? {
+            let (bytes, recs) = records(seg, at, &h, batch)?;
+            for Rec { offset, key, .. } in recs {
                 let Some((ks, ke)) = key else {
                     continue; // keyless records predate the compact policy: kept
                 };
-                map.insert(&batch[ks..ke], offset);
+                match &bytes {
+                    Cow::Borrowed(_) => {
+                        let key = &batch[ks..ke];
+                        if !owned.is_empty() {
+                            owned.remove(key);
+                        }
+                        borrowed.insert(key, offset);
+                    }
+                    Cow::Owned(bytes) => {
+                        let key = &bytes[ks..ke];
+                        borrowed.remove(key);
+                        match owned.get_mut(key) {
+                            Some(o) => *o = offset,
+                            None => {
+                                owned.insert(key.into(), offset);
+                            }
+                        }
+                    }
+                }
             }
         }
     }
-    let mut latest: Vec<u64> = map.into_values().collect();
+    let mut latest: Vec<u64> = borrowed.into_values().chain(owned.into_values()).collect();
     latest.sort_unstable();
     Ok(latest)
 }
@@ -173,6 +209,7 @@ pub(crate) fn rewrite(
     stats: &mut RewriteStats,
 ) -> Result<(u64, IndexBuilder)> {
     let mut out: Vec<u8> = Vec::with_capacity(WRITE_CHUNK_BYTES);
+    let mut packed = Vec::new();
     let mut flushed = 0u64;
     let mut ix = IndexBuilder::new();
     // Records come in offset order: `latest[next]` is the first latest
@@ -183,7 +220,7 @@ pub(crate) fn rewrite(
         let drop_deletes = drop_tombstones(i);
         for b in batches(seg, data) {
             let (at, h, batch) = b?;
-            let recs = records(seg, at, &h, batch)?;
+            let (bytes, recs) = records(seg, at, &h, batch)?;
             stats.records_in += recs.len() as u64;
             let kept: Vec<_> = recs
                 .into_iter()
@@ -208,7 +245,7 @@ pub(crate) fn rewrite(
             out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
             let mut max_ts = i64::MIN;
             for r in &kept {
-                out.extend_from_slice(&batch[r.start..r.end]);
+                out.extend_from_slice(&bytes[r.start..r.end]);
                 max_ts = max_ts.max(r.timestamp);
             }
             seal_batch(
@@ -217,6 +254,14 @@ pub(crate) fn rewrite(
                 max_ts,
                 kept.len() as i32,
             );
+            let codec = h.compression();
+            if codec != Compression::None {
+                // Kept records go back compressed with the batch's codec.
+                compress_batch(&out[start..], codec, &mut packed)
+                    .map_err(|e| Error::corrupt(&seg.log_path, at, e.0))?;
+                out.truncate(start);
+                out.extend_from_slice(&packed);
+            }
             let len = (out.len() - start) as u64;
             ix.add_batch(
                 base_offset,

@@ -43,6 +43,9 @@ pub(crate) enum SegmentMap {
     Raw(MmapRaw),
     /// A closed segment's read-only map of the whole file.
     Read(Mmap),
+    /// Bytes in memory: a decompressed records section, or a copy of an
+    /// open batch that will be compressed in place (never written).
+    Heap(Box<[u8]>),
 }
 
 impl SegmentMap {
@@ -50,13 +53,16 @@ impl SegmentMap {
         match self {
             SegmentMap::Raw(m) => m.as_ptr(),
             SegmentMap::Read(m) => m.as_ptr(),
+            SegmentMap::Heap(b) => b.as_ptr(),
         }
     }
 
     pub(crate) fn mut_ptr(&self) -> *mut u8 {
         match self {
             SegmentMap::Raw(m) => m.as_mut_ptr(),
-            SegmentMap::Read(_) => unreachable!("closed segments are never written"),
+            SegmentMap::Read(_) | SegmentMap::Heap(_) => {
+                unreachable!("only the active segment's map is written")
+            }
         }
     }
 }
