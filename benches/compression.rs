@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use brook::{Compression, Log, Record, TopicConfig};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const BATCH: u64 = 1000;
 /// Events in the topic each read sample reads back.
@@ -132,14 +132,10 @@ fn bench_compression(c: &mut Criterion) {
         let log = Log::open(dir.path()).unwrap();
         let t = log.create_topic("t", topic_config(codec)).unwrap();
         group.bench_function(name, |b| {
-            b.iter_batched(
-                || batch.clone(),
-                |recs| {
-                    t.send_batch(recs).unwrap();
-                    log.flush().unwrap();
-                },
-                BatchSize::LargeInput,
-            )
+            b.iter(|| {
+                t.send_batch(&batch).unwrap();
+                log.flush().unwrap();
+            })
         });
         log.close().unwrap();
     }

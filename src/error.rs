@@ -220,6 +220,16 @@ pub enum Error {
         /// Where it was refused.
         context: String,
     },
+    /// A transactional producer call that does not fit the transaction's
+    /// state (a send outside `begin_transaction`, a second `begin`, a
+    /// transactional call on a producer without a transactional id).
+    #[error("transactional id {transactional_id:?}: {reason}")]
+    InvalidTxnState {
+        /// The producer's transactional id (empty if it has none).
+        transactional_id: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// The log (or the partition, after a failed fsync) no longer takes this call.
     #[error("closed: {what}")]
     Closed {

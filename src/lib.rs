@@ -46,13 +46,14 @@ mod producer;
 mod record;
 mod storage;
 mod topic;
+mod txn;
 
 pub use config::{
     CleanupPolicy, LogConfig, SyncPolicy, TopicConfig, MAX_PARTITIONS, MAX_SEGMENT_BYTES,
 };
 pub use consumer::{
-    Assignor, Consumer, ConsumerConfig, ConsumerGroup, MemberDescription, OffsetReset,
-    PartitionLag, RebalanceContext, RebalanceListener, ResetTo,
+    Assignor, Consumer, ConsumerConfig, ConsumerGroup, IsolationLevel, MemberDescription,
+    OffsetReset, PartitionLag, RebalanceContext, RebalanceListener, ResetTo,
 };
 pub use error::{Error, Result};
 pub use format::Compression;

@@ -41,11 +41,13 @@ use crate::error::{Error, Result};
 use crate::format::Compression;
 use crate::io::{self, DirLock};
 use crate::producer::{Producer, ProducerConfig};
+use crate::record::TopicPartition;
 use crate::storage::{
     dir_name, now_ms, CleanState, CompactSettings, CompactionReport, Limits, OpenHints,
     PartitionLog, ProducerSnapshot, ProducerWalk, RecoveryPoint, OPEN_BATCH_LINGER,
 };
 use crate::topic::{validate_topic_name, Topic, TopicInner};
+use crate::txn::{TxnState, TxnStatus, TxnStore, TxnTable, TXN_TOPIC};
 
 const TOPICS_FILE: &str = "topics.json";
 const CHECKPOINT_FILE: &str = "recovery-checkpoint";
@@ -185,6 +187,8 @@ struct Shared {
     metadata_epoch: AtomicU64,
     /// Producer ids: `(next, end of the block reserved on disk)`.
     producer_ids: Mutex<(i64, i64)>,
+    /// Transactional ids' state (`__transaction_state-0`).
+    txns: TxnStore,
 }
 
 /// Segment size of the internal offset store: small, it is snapshotted.
@@ -299,6 +303,8 @@ impl Log {
             offsets_limits(),
         )?);
         let offsets = Arc::new(OffsetStore::open(offsets_log, config.sync)?);
+        let txn_log = Arc::new(open_partition(&Arc::from(TXN_TOPIC), 0, offsets_limits())?);
+        let txns = TxnStore::open(txn_log, config.sync)?;
         let mut topics = BTreeMap::new();
         for (name, cfg) in &topics_file.topics {
             let name_arc: Arc<str> = Arc::from(name.as_str());
@@ -331,7 +337,16 @@ impl Log {
             coordinator: Arc::new(Coordinator::new(offsets)),
             metadata_epoch: AtomicU64::new(0),
             producer_ids: Mutex::new((next_producer_id, next_producer_id)),
+            txns,
         });
+        // Finish the transactions a crash interrupted.
+        for id in shared.txns.open_transactions() {
+            shared.txns.with(|table| {
+                let state = table.get(&id).cloned().expect("listed");
+                let commit = state.status == TxnStatus::PrepareCommit;
+                shared.finish_transaction(table, &id, state, commit)
+            })?;
+        }
         let bg = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("brook-background".into())
@@ -577,24 +592,102 @@ impl Log {
     pub fn producer(&self, config: ProducerConfig) -> Result<Producer> {
         self.check_open()?;
         let s = &self.inner.shared;
-        let id = {
-            let mut ids = s.producer_ids.lock();
-            if ids.0 == ids.1 {
-                // Reserve the next block durably before handing any out, so
-                // that no id is reused after a crash.
-                let until = ids.1 + PRODUCER_ID_BLOCK;
-                write_meta(
-                    &s.dir.join(PRODUCER_IDS_FILE),
-                    &ProducerIdsFile {
-                        reserved_until: until,
-                    },
-                )?;
-                ids.1 = until;
-            }
-            ids.0 += 1;
-            ids.0 - 1
+        let Some(txn_id) = config.transactional_id.clone() else {
+            let id = s.next_producer_id()?;
+            return Ok(Producer::new(self.clone(), config, id, 0));
         };
-        Ok(Producer::new(self.clone(), config, id))
+        if txn_id.is_empty() {
+            return Err(Error::config("transactional_id must not be empty"));
+        }
+        let timeout_ms = config.transaction_timeout.as_millis().min(u64::MAX as u128) as u64;
+        let (id, epoch) = s.txns.with(|table| {
+            let state = match table.get(&txn_id).cloned() {
+                Some(old) => {
+                    // Fence every older instance, then end what it left open.
+                    let state = s.bump_epoch(old)?;
+                    if state.is_open() {
+                        let commit = state.status == TxnStatus::PrepareCommit;
+                        s.finish_transaction(table, &txn_id, state.clone(), commit)?;
+                    }
+                    state
+                }
+                None => TxnState {
+                    producer_id: s.next_producer_id()?,
+                    epoch: 0,
+                    status: TxnStatus::Empty,
+                    partitions: Default::default(),
+                    offsets: Vec::new(),
+                    started_ms: 0,
+                    timeout_ms,
+                },
+            };
+            // An epoch that overflowed with a transaction open got a new id
+            // only now that the transaction is finished.
+            let state = if state.epoch == i16::MAX {
+                s.bump_epoch(TxnState {
+                    status: TxnStatus::Empty,
+                    ..state
+                })?
+            } else {
+                state
+            };
+            let fresh = TxnState {
+                status: TxnStatus::Empty,
+                partitions: Default::default(),
+                offsets: Vec::new(),
+                timeout_ms,
+                ..state
+            };
+            let ids = (fresh.producer_id, fresh.epoch);
+            table.put(&txn_id, fresh)?;
+            Ok(ids)
+        })?;
+        Ok(Producer::new(self.clone(), config, id, epoch))
+    }
+
+    /// Adds partitions and group offsets to `txn_id`'s transaction (state
+    /// `Ongoing` from the first addition on).
+    pub(crate) fn add_to_transaction(
+        &self,
+        txn_id: &str,
+        producer: (i64, i16),
+        partitions: &[(String, u32)],
+        offsets: &[(String, String, u32, u64)],
+    ) -> Result<()> {
+        self.check_open()?;
+        let s = &self.inner.shared;
+        s.txns.with(|table| {
+            let mut state = current_transaction(table, txn_id, producer)?;
+            let new_partitions = partitions.iter().any(|p| !state.partitions.contains(p));
+            if !new_partitions && offsets.is_empty() && state.status == TxnStatus::Ongoing {
+                return Ok(());
+            }
+            if state.status != TxnStatus::Ongoing {
+                state.status = TxnStatus::Ongoing;
+                state.started_ms = now_ms();
+            }
+            state.partitions.extend(partitions.iter().cloned());
+            state.offsets.extend(offsets.iter().cloned());
+            table.put(txn_id, state)
+        })
+    }
+
+    /// Commits or aborts `txn_id`'s transaction.
+    pub(crate) fn end_transaction(
+        &self,
+        txn_id: &str,
+        producer: (i64, i16),
+        commit: bool,
+    ) -> Result<()> {
+        self.check_open()?;
+        let s = &self.inner.shared;
+        s.txns.with(|table| {
+            let state = current_transaction(table, txn_id, producer)?;
+            if state.status != TxnStatus::Ongoing {
+                return Ok(()); // nothing was sent: nothing to end
+            }
+            s.finish_transaction(table, txn_id, state, commit)
+        })
     }
 
     /// Runs a compaction pass over every partition of a compacted topic
@@ -695,7 +788,115 @@ impl Shared {
             .flat_map(|t| t.partitions.read().clone())
             .collect();
         all.push(Arc::clone(self.coordinator.offsets.log()));
+        all.push(Arc::clone(self.txns.log()));
         all
+    }
+
+    /// The partition log of `topic`-`partition`, if the topic exists.
+    fn partition_log(&self, topic: &str, partition: u32) -> Option<Arc<PartitionLog>> {
+        let topics = self.topics.read();
+        let t = topics.get(topic)?;
+        let logs = t.partitions.read();
+        logs.get(partition as usize).cloned()
+    }
+
+    /// Ends `state`'s transaction (see `txn.rs`): records the decision,
+    /// writes a marker to each of its partitions, commits its offsets on a
+    /// commit, and records the end.
+    fn finish_transaction(
+        &self,
+        table: &mut TxnTable<'_>,
+        id: &str,
+        mut state: TxnState,
+        commit: bool,
+    ) -> Result<()> {
+        state.status = if commit {
+            TxnStatus::PrepareCommit
+        } else {
+            TxnStatus::PrepareAbort
+        };
+        table.put(id, state.clone())?;
+        for (topic, p) in &state.partitions {
+            // A topic deleted since holds nothing to mark.
+            if let Some(log) = self.partition_log(topic, *p) {
+                let marker = log.append_marker(state.producer_id, state.epoch, commit)?;
+                if let (Some(offset), SyncPolicy::Always) = (marker, self.config.sync) {
+                    log.sync_to(offset + 1)?;
+                }
+            }
+        }
+        if commit {
+            let mut by_group: BTreeMap<&str, Vec<(TopicPartition, Option<u64>)>> = BTreeMap::new();
+            for (group, topic, p, offset) in &state.offsets {
+                by_group
+                    .entry(group)
+                    .or_default()
+                    .push((TopicPartition::new(topic.clone(), *p), Some(*offset)));
+            }
+            for (group, offsets) in by_group {
+                self.coordinator.offsets.commit(group, &offsets)?;
+            }
+        }
+        state.status = if commit {
+            TxnStatus::CompleteCommit
+        } else {
+            TxnStatus::CompleteAbort
+        };
+        state.partitions.clear();
+        state.offsets.clear();
+        table.put(id, state)
+    }
+
+    /// Aborts transactions open longer than their timeout, fencing their
+    /// producers with a new epoch.
+    fn abort_expired_transactions(&self) -> Result<()> {
+        for id in self.txns.expired(now_ms()) {
+            self.txns.with(|table| {
+                let Some(state) = table.get(&id).cloned() else {
+                    return Ok(());
+                };
+                if state.status != TxnStatus::Ongoing {
+                    return Ok(()); // ended meanwhile
+                }
+                let state = self.bump_epoch(state)?;
+                self.finish_transaction(table, &id, state, false)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The state with the next epoch (a new producer id when the epoch
+    /// would overflow, as Kafka does).
+    fn bump_epoch(&self, mut state: TxnState) -> Result<TxnState> {
+        if state.epoch == i16::MAX {
+            // The open transaction's markers go out under the old id.
+            if state.is_open() {
+                return Ok(state);
+            }
+            state.producer_id = self.next_producer_id()?;
+            state.epoch = 0;
+        } else {
+            state.epoch += 1;
+        }
+        Ok(state)
+    }
+
+    fn next_producer_id(&self) -> Result<i64> {
+        let mut ids = self.producer_ids.lock();
+        if ids.0 == ids.1 {
+            // Reserve the next block durably before handing any out, so
+            // that no id is reused after a crash.
+            let until = ids.1 + PRODUCER_ID_BLOCK;
+            write_meta(
+                &self.dir.join(PRODUCER_IDS_FILE),
+                &ProducerIdsFile {
+                    reserved_until: until,
+                },
+            )?;
+            ids.1 = until;
+        }
+        ids.0 += 1;
+        Ok(ids.0 - 1)
     }
 
     fn checkpoint(&self, clean: &BTreeMap<(String, u32), CleanState>) -> CheckpointFile {
@@ -830,11 +1031,36 @@ fn background(shared: Arc<Shared>) {
                 let _ = log.apply_retention(now);
             }
         }
+        let _ = shared.abort_expired_transactions();
         if last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
             last_checkpoint = Instant::now();
             let _ = shared.write_checkpoint();
         }
     }
+}
+
+/// `txn_id`'s state, if `producer` (id, epoch) is its current instance.
+fn current_transaction(
+    table: &TxnTable<'_>,
+    txn_id: &str,
+    (producer_id, epoch): (i64, i16),
+) -> Result<TxnState> {
+    let state = table.get(txn_id).ok_or_else(|| Error::InvalidTxnState {
+        transactional_id: txn_id.to_owned(),
+        reason: "unknown transactional id".into(),
+    })?;
+    if state.producer_id != producer_id || state.epoch != epoch {
+        return Err(Error::ProducerFenced {
+            producer_id,
+            epoch,
+            current_epoch: state.epoch,
+            context: format!(
+                "transactional id {txn_id:?} now belongs to producer {} epoch {}",
+                state.producer_id, state.epoch
+            ),
+        });
+    }
+    Ok(state.clone())
 }
 
 fn compact_settings(cfg: &TopicConfig, force: bool) -> CompactSettings {
@@ -904,7 +1130,7 @@ fn parse_partition_dir(name: &str) -> Option<(&str, u32)> {
 }
 
 /// Topic names brook uses itself.
-const RESERVED_TOPICS: [&str; 2] = [OFFSETS_TOPIC, "__transaction_state"];
+const RESERVED_TOPICS: [&str; 2] = [OFFSETS_TOPIC, TXN_TOPIC];
 
 /// Removes partition directories the topics file does not name (left by a
 /// crash during topic creation or deletion).
@@ -967,6 +1193,7 @@ mod tests {
             producer_id: pid,
             epoch: 0,
             base_sequence: seq,
+            attributes: 0,
         };
         t.append_idempotent(b, &[(parts, 1)], |_, _| {})
     }

@@ -1,13 +1,14 @@
 //! Idempotent producers ([`Producer`], [`ProducerConfig`]).
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::time::Duration;
 
-use crate::error::Result;
-use crate::format::ProducerBatch;
+use crate::error::{Error, Result};
+use crate::format::{ProducerBatch, TRANSACTIONAL};
 use crate::log::Log;
-use crate::record::{Record, RecordMetadata};
+use crate::record::{Record, RecordMetadata, TopicPartition};
 use crate::topic::Topic;
 
 /// Settings for [`Log::producer`].
@@ -17,11 +18,22 @@ pub struct ProducerConfig {
     /// Whether batches carry producer id, epoch and sequence so that
     /// retries are never written twice (default true, as in Kafka 3.0+).
     pub idempotent: bool,
+    /// Makes the producer transactional (default none): its sends happen
+    /// inside transactions, and a new producer with the same id fences
+    /// this one.
+    pub transactional_id: Option<String>,
+    /// A transaction open longer than this is aborted and its producer
+    /// fenced (default 60 s, Kafka's `transaction.timeout.ms`).
+    pub transaction_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
     fn default() -> Self {
-        ProducerConfig { idempotent: true }
+        ProducerConfig {
+            idempotent: true,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -29,6 +41,20 @@ impl ProducerConfig {
     /// Turns idempotence on or off (see [`ProducerConfig::idempotent`]'s field).
     pub fn idempotent(mut self, on: bool) -> Self {
         self.idempotent = on;
+        self
+    }
+
+    /// Makes the producer transactional under `id` (which implies
+    /// idempotence).
+    pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
+        self.transactional_id = Some(id.into());
+        self.idempotent = true;
+        self
+    }
+
+    /// Sets how long a transaction may stay open before it is aborted.
+    pub fn transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.transaction_timeout = timeout;
         self
     }
 }
@@ -67,6 +93,30 @@ impl ProducerConfig {
 /// failure; the partition is then read-only (see
 /// [`SyncPolicy`](crate::SyncPolicy)), and a retry gets an error.
 ///
+/// # Transactions
+///
+/// With a [`transactional_id`](ProducerConfig::transactional_id), sends
+/// happen inside transactions: `begin_transaction`, sends to any topics and
+/// partitions, `send_offsets_to_transaction` for a consumer group's
+/// positions, then `commit_transaction` or `abort_transaction`.
+/// `ReadCommitted` consumers see a transaction's records only once it
+/// committed, and never an aborted one's. Opening a producer with the same
+/// id fences this one ([`Error::ProducerFenced`](crate::Error::ProducerFenced))
+/// and aborts the transaction it left open.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let log = brook::Log::open(dir.path())?;
+/// log.create_topic("invoices", brook::TopicConfig::default())?;
+/// let mut p = log.producer(brook::ProducerConfig::default().transactional_id("billing"))?;
+/// p.begin_transaction()?;
+/// p.send("invoices", brook::Record::new("42 EUR").key("order-7"))?;
+/// p.commit_transaction()?;
+/// let part = log.topic("invoices")?.partition(0)?;
+/// assert_eq!(part.read_committed(0, 10)?.len(), 1);
+/// # Ok::<(), brook::Error>(())
+/// ```
+///
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
 /// let log = brook::Log::open(dir.path())?;
@@ -84,6 +134,10 @@ pub struct Producer {
     topics: HashMap<String, Topic>,
     /// Next sequence per topic, by partition.
     sequences: HashMap<String, Vec<i32>>,
+    /// Between `begin_transaction` and its commit or abort.
+    in_transaction: bool,
+    /// Partitions the coordinator knows to be in the open transaction.
+    txn_partitions: HashSet<(String, u32)>,
 }
 
 impl fmt::Debug for Producer {
@@ -97,15 +151,94 @@ impl fmt::Debug for Producer {
 }
 
 impl Producer {
-    pub(crate) fn new(log: Log, config: ProducerConfig, producer_id: i64) -> Producer {
+    pub(crate) fn new(log: Log, config: ProducerConfig, producer_id: i64, epoch: i16) -> Producer {
         Producer {
             log,
             config,
             producer_id,
-            epoch: 0,
+            epoch,
             topics: HashMap::new(),
             sequences: HashMap::new(),
+            in_transaction: false,
+            txn_partitions: HashSet::new(),
         }
+    }
+
+    /// The transactional id, if the producer has one.
+    pub fn transactional_id(&self) -> Option<&str> {
+        self.config.transactional_id.as_deref()
+    }
+
+    fn txn_error(&self, reason: &str) -> Error {
+        Error::InvalidTxnState {
+            transactional_id: self.config.transactional_id.clone().unwrap_or_default(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn txn_id(&self) -> Result<&str> {
+        self.config
+            .transactional_id
+            .as_deref()
+            .ok_or_else(|| self.txn_error("the producer has no transactional id"))
+    }
+
+    /// Starts a transaction: sends from now on are part of it until
+    /// [`commit_transaction`](Self::commit_transaction) or
+    /// [`abort_transaction`](Self::abort_transaction).
+    pub fn begin_transaction(&mut self) -> Result<()> {
+        self.txn_id()?;
+        if self.in_transaction {
+            return Err(self.txn_error("a transaction is already open"));
+        }
+        self.in_transaction = true;
+        self.txn_partitions.clear();
+        Ok(())
+    }
+
+    /// Adds a consumer group's offsets to the open transaction: they are
+    /// committed for `group` if and only if the transaction commits
+    /// (consume-transform-produce with exactly-once results). Each offset is
+    /// the next one to consume, as with `Consumer::commit`.
+    pub fn send_offsets_to_transaction(
+        &mut self,
+        offsets: &[(TopicPartition, u64)],
+        group: &str,
+    ) -> Result<()> {
+        let id = self.txn_id()?.to_owned();
+        if !self.in_transaction {
+            return Err(self.txn_error("send_offsets_to_transaction outside a transaction"));
+        }
+        let offsets: Vec<(String, String, u32, u64)> = offsets
+            .iter()
+            .map(|(tp, o)| (group.to_owned(), tp.topic.clone(), tp.partition, *o))
+            .collect();
+        self.log
+            .add_to_transaction(&id, (self.producer_id, self.epoch), &[], &offsets)
+    }
+
+    /// Commits the open transaction: its records become visible to
+    /// `ReadCommitted` consumers and its offsets are committed, atomically.
+    pub fn commit_transaction(&mut self) -> Result<()> {
+        self.end_transaction(true)
+    }
+
+    /// Aborts the open transaction: its records are never shown to
+    /// `ReadCommitted` consumers and its offsets are not committed.
+    pub fn abort_transaction(&mut self) -> Result<()> {
+        self.end_transaction(false)
+    }
+
+    fn end_transaction(&mut self, commit: bool) -> Result<()> {
+        let id = self.txn_id()?.to_owned();
+        if !self.in_transaction {
+            return Err(self.txn_error("no transaction is open"));
+        }
+        self.log
+            .end_transaction(&id, (self.producer_id, self.epoch), commit)?;
+        self.in_transaction = false;
+        self.txn_partitions.clear();
+        Ok(())
     }
 
     /// The producer id (unique within the log directory; -1 when not
@@ -141,17 +274,45 @@ impl Producer {
         if !self.config.idempotent {
             return handle.send_batch(records.iter().map(Borrow::borrow));
         }
+        if self.config.transactional_id.is_some() && !self.in_transaction {
+            return Err(self.txn_error("send outside a transaction: call begin_transaction first"));
+        }
         let (id, epoch) = (self.producer_id, self.epoch);
-        let seqs = self.sequences.entry(topic.to_owned()).or_default();
+        let Producer {
+            log,
+            config,
+            sequences,
+            txn_partitions,
+            ..
+        } = self;
+        let txn = config.transactional_id.as_deref();
+        let seqs = sequences.entry(topic.to_owned()).or_default();
         // Partitions added since the last send start at sequence 0.
         seqs.resize(seqs.len().max(handle.partition_count() as usize), 0);
         let mut advanced = Vec::new();
         let result = handle.send_idempotent(
             records,
-            |p| ProducerBatch {
-                producer_id: id,
-                epoch,
-                base_sequence: seqs.get(p as usize).copied().unwrap_or(0),
+            |p| {
+                if let Some(txn_id) = txn {
+                    // The coordinator learns of a partition before it is
+                    // written, so it can always mark it.
+                    let key = (topic.to_owned(), p);
+                    if !txn_partitions.contains(&key) {
+                        log.add_to_transaction(
+                            txn_id,
+                            (id, epoch),
+                            std::slice::from_ref(&key),
+                            &[],
+                        )?;
+                        txn_partitions.insert(key);
+                    }
+                }
+                Ok(ProducerBatch {
+                    producer_id: id,
+                    epoch,
+                    base_sequence: seqs.get(p as usize).copied().unwrap_or(0),
+                    attributes: if txn.is_some() { TRANSACTIONAL } else { 0 },
+                })
             },
             |p, count| advanced.push((p, count)),
         );

@@ -346,7 +346,7 @@ impl Topic {
     pub(crate) fn send_idempotent<R: Borrow<Record>>(
         &self,
         records: &[R],
-        mut producer: impl FnMut(u32) -> ProducerBatch,
+        mut producer: impl FnMut(u32) -> Result<ProducerBatch>,
         mut advanced: impl FnMut(u32, u32),
     ) -> Result<Vec<RecordMetadata>> {
         self.check_live()?;
@@ -369,7 +369,7 @@ impl Topic {
                 run.iter().map(|&i| entries[i]).collect();
             let mut slots = run.iter();
             let duplicate =
-                log.append_idempotent(producer(p), &run_entries, |offset, timestamp| {
+                log.append_idempotent(producer(p)?, &run_entries, |offset, timestamp| {
                     let &i = slots.next().expect("one slot per record");
                     metas[i] = RecordMetadata {
                         partition: p,
@@ -502,11 +502,31 @@ impl Partition {
     }
 
     /// Up to `max_records` messages from `from_offset` in offset order; at
-    /// least one when `from_offset < end_offset()`, none at `end_offset()`.
+    /// least one when records other than transaction markers lie between
+    /// `from_offset` and `end_offset()`, none at `end_offset()`. Every
+    /// record is returned, those of open and aborted transactions too
+    /// (Kafka's `read_uncommitted`); transaction markers never are.
     /// Offsets outside `start_offset()..=end_offset()` are
     /// [`Error::OffsetOutOfRange`].
     pub fn read(&self, from_offset: u64, max_records: usize) -> Result<Vec<Message>> {
         self.log.read(from_offset, max_records)
+    }
+
+    /// Like [`read`](Self::read), but only records outside transactions
+    /// and of committed ones, below [`last_stable_offset`](Self::last_stable_offset)
+    /// (Kafka's `read_committed`).
+    pub fn read_committed(&self, from_offset: u64, max_records: usize) -> Result<Vec<Message>> {
+        let mut out = Vec::new();
+        self.log
+            .read_with(from_offset, max_records, &mut out, true)?;
+        Ok(out)
+    }
+
+    /// The first offset of the oldest transaction still open on this
+    /// partition, or [`end_offset`](Self::end_offset) when none is:
+    /// `ReadCommitted` readers stop here.
+    pub fn last_stable_offset(&self) -> u64 {
+        self.log.last_stable_offset()
     }
 
     /// The earliest offset whose timestamp is at least `timestamp_ms`, or

@@ -74,6 +74,21 @@ pub enum OffsetReset {
     None,
 }
 
+/// Which records of transactions a consumer sees (Kafka's
+/// `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum IsolationLevel {
+    /// Every record, including those of open and aborted transactions
+    /// (Kafka's default).
+    #[default]
+    ReadUncommitted,
+    /// Only records outside transactions and of committed ones: a partition
+    /// is read up to its last stable offset (the first record of its oldest
+    /// open transaction) and aborted records are skipped.
+    ReadCommitted,
+}
+
 /// Callbacks around a rebalance: commit or flush before partitions go,
 /// set up state when they arrive.
 ///
@@ -160,6 +175,9 @@ pub struct ConsumerConfig {
     /// partitions move (default 10 s: in-process members need no network
     /// slack, unlike Kafka's 45 s).
     pub session_timeout: Duration,
+    /// Which transactional records `poll` returns (default
+    /// [`IsolationLevel::ReadUncommitted`], like Kafka).
+    pub isolation_level: IsolationLevel,
     listener: Option<Arc<Mutex<dyn RebalanceListener>>>,
 }
 
@@ -173,6 +191,7 @@ impl std::fmt::Debug for ConsumerConfig {
             .field("max_poll_records", &self.max_poll_records)
             .field("assignor", &self.assignor)
             .field("session_timeout", &self.session_timeout)
+            .field("isolation_level", &self.isolation_level)
             .field("listener", &self.listener.is_some())
             .finish()
     }
@@ -189,6 +208,7 @@ impl ConsumerConfig {
             max_poll_records: 500,
             assignor: Assignor::Range,
             session_timeout: Duration::from_secs(10),
+            isolation_level: IsolationLevel::ReadUncommitted,
             listener: None,
         }
     }
@@ -226,6 +246,12 @@ impl ConsumerConfig {
     /// Sets [`session_timeout`](Self::session_timeout).
     pub fn session_timeout(mut self, timeout: Duration) -> Self {
         self.session_timeout = timeout;
+        self
+    }
+
+    /// Sets [`isolation_level`](Self::isolation_level).
+    pub fn isolation_level(mut self, level: IsolationLevel) -> Self {
+        self.isolation_level = level;
         self
     }
 
@@ -653,9 +679,9 @@ impl Consumer {
             let tp = &active[(self.cursor + k) % n];
             let position = self.resolve_position(tp)?;
             let log = Arc::clone(&self.parts[tp].log);
-            let before = out.len();
-            match log.read_into(position, share.min(left), &mut out) {
-                Ok(()) => {}
+            let committed = self.config.isolation_level == IsolationLevel::ReadCommitted;
+            let next = match log.read_with(position, share.min(left), &mut out, committed) {
+                Ok(next) => next,
                 Err(Error::OffsetOutOfRange { start, end, .. }) => {
                     // Retention deleted the position: reset by the policy.
                     let reset = self.reset_offset(tp, start, end)?;
@@ -664,9 +690,11 @@ impl Consumer {
                 }
                 Err(Error::UnknownTopic { .. }) => continue, // deleted; the group drops it
                 Err(e) => return Err(e),
-            }
-            if let Some(last) = out[before..].last() {
-                self.parts.get_mut(tp).expect("assigned").position = Some(last.offset() + 1);
+            };
+            // Past the messages returned, and past transaction markers and
+            // aborted records skipped after them.
+            if next > position {
+                self.parts.get_mut(tp).expect("assigned").position = Some(next);
             }
         }
         self.cursor = (self.cursor + 1) % n;

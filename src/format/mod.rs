@@ -225,6 +225,16 @@ impl BatchHeader {
         Compression::from_attributes(self.attributes).unwrap_or_default()
     }
 
+    /// Whether the batch was written inside a transaction.
+    pub(crate) fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL != 0
+    }
+
+    /// Whether the batch is a control batch (a transaction marker).
+    pub(crate) fn is_control(&self) -> bool {
+        self.attributes & CONTROL != 0
+    }
+
     /// Whether the stored CRC matches `batch` (the whole batch's bytes).
     pub(crate) fn crc_matches(&self, batch: &[u8]) -> bool {
         crc32c::crc32c(&batch[ATTRIBUTES..]) == self.crc
@@ -426,6 +436,36 @@ pub(crate) struct ProducerBatch {
     pub producer_id: i64,
     pub epoch: i16,
     pub base_sequence: i32,
+    /// Extra `attributes` bits: [`TRANSACTIONAL`], and [`CONTROL`] for a
+    /// transaction marker.
+    pub attributes: i16,
+}
+
+/// `attributes` bit of a batch written inside a transaction.
+pub(crate) const TRANSACTIONAL: i16 = 0x10;
+/// `attributes` bit of a control batch (a transaction marker).
+pub(crate) const CONTROL: i16 = 0x20;
+
+/// The one record of a transaction marker (a control batch): key
+/// `[version i16 = 0][type i16: 0 abort, 1 commit]`, value `[version i16 =
+/// 0][coordinator epoch i32]`, as Kafka's `EndTransactionMarker`.
+pub(crate) fn marker_record(commit: bool) -> ([u8; 4], [u8; 6]) {
+    let key = [0, 0, 0, u8::from(commit)];
+    let value = [0, 0, 0, 0, 0, 0];
+    (key, value)
+}
+
+/// Whether the control batch `batch` (whole, uncompressed) is a commit
+/// marker (`Some(true)`), an abort marker (`Some(false)`), or something
+/// else.
+pub(crate) fn marker_kind(batch: &[u8]) -> Option<bool> {
+    let r = RecordView::decode(batch, BATCH_HEADER_BYTES).ok()?;
+    let (s, e) = r.key?;
+    match &batch[s..e] {
+        [0, 0, 0, 0] => Some(false),
+        [0, 0, 0, 1] => Some(true),
+        _ => None,
+    }
 }
 
 /// Writes the header of an open batch (no records yet, CRC 0) into `dst[..61]`.
@@ -439,7 +479,7 @@ pub(crate) fn write_open_header(dst: &mut [u8], b: NewBatch) {
     put_i32(dst, LEADER_EPOCH, b.leader_epoch);
     dst[MAGIC] = MAGIC_V2 as u8;
     put_i32(dst, CRC, 0);
-    put_i16(dst, ATTRIBUTES, 0);
+    put_i16(dst, ATTRIBUTES, b.producer.map_or(0, |p| p.attributes));
     put_i32(dst, LAST_OFFSET_DELTA, 0);
     put_i64(dst, BASE_TIMESTAMP, b.base_timestamp);
     put_i64(dst, MAX_TIMESTAMP, b.base_timestamp);
@@ -447,6 +487,7 @@ pub(crate) fn write_open_header(dst: &mut [u8], b: NewBatch) {
         producer_id: -1,
         epoch: -1,
         base_sequence: -1,
+        attributes: 0,
     });
     put_i64(dst, PRODUCER_ID, p.producer_id);
     put_i16(dst, PRODUCER_EPOCH, p.epoch);
@@ -508,7 +549,8 @@ pub(crate) fn scan_open_batch(b: &[u8]) -> Option<OpenBatchScan> {
     }
     let count = get_i32(b, RECORDS_COUNT);
     let base_ts = get_i64(b, BASE_TIMESTAMP);
-    if count <= 0 || get_i64(b, BASE_OFFSET) < 0 || get_i16(b, ATTRIBUTES) != 0 {
+    let attributes = get_i16(b, ATTRIBUTES);
+    if count <= 0 || get_i64(b, BASE_OFFSET) < 0 || attributes & !(TRANSACTIONAL | CONTROL) != 0 {
         return None;
     }
     let mut pos = BATCH_HEADER_BYTES;

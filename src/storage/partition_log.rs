@@ -62,7 +62,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Condvar, Mutex};
 
 use super::cleaner;
-use super::producers::{self, Check, ProducerBatch, ProducerSnapshot, ProducerStates};
+use super::producers::{self, AbortedTxn, Check, ProducerBatch, ProducerSnapshot, ProducerStates};
 use super::segment::{
     read_offset_entry, read_time_entry, scan_batches, share_region, IndexBuilder, Scan, Segment,
     SegmentMap, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES,
@@ -196,6 +196,8 @@ impl OpenBatch {
             (Some(o), Some(p)) => {
                 o.producer_id == p.producer_id
                     && o.epoch == p.epoch
+                    && o.attributes == p.attributes
+                    && p.attributes & format::CONTROL == 0
                     && producers::last_sequence(o.base_sequence, self.count + 1) == p.base_sequence
             }
             _ => false,
@@ -252,6 +254,16 @@ enum ReadPlan {
         limit_offset: u64,
         open: Option<OpenSnapshot>,
     },
+}
+
+/// Bytes of a segment map a read decodes.
+struct Region {
+    start: u64,
+    end: u64,
+    /// The last offset of the first batch, when an index entry says so.
+    expect_last: Option<u64>,
+    /// Offsets at or past this cannot be in the region.
+    limit_offset: u64,
 }
 
 struct OpenSnapshot {
@@ -763,9 +775,51 @@ impl PartitionLog {
 
     /// The producer state to keep in a recovery checkpoint, or `None` if
     /// no producer is known (idle ones expire here).
+    /// Ends `producer_id`'s open transaction on this partition with a
+    /// commit or abort marker: a control batch of one record, in a batch of
+    /// its own. Returns the marker's offset, or `None` when the producer
+    /// has no open transaction here (a marker already written: completing
+    /// a transaction again after a crash writes nothing twice).
+    pub(crate) fn append_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<Option<u64>> {
+        let mut st = self.state.lock();
+        self.check_writable(&st)?;
+        let where_ = format!("{}-{}", self.topic, self.partition);
+        st.producers.check_marker(producer_id, epoch, &where_)?;
+        if !st.producers.in_transaction(producer_id) {
+            return Ok(None);
+        }
+        st.changed = true;
+        let (key, value) = format::marker_record(commit);
+        let parts = RecordParts::new(Some(&key), Some(&value), &[]);
+        let marker = ProducerBatch {
+            producer_id,
+            epoch,
+            base_sequence: -1,
+            attributes: format::TRANSACTIONAL | format::CONTROL,
+        };
+        let now = now_ms();
+        st.seal_open();
+        let result = st.append_one(&self.dir, self.limits, parts, now, Some(marker));
+        st.commit_open_count();
+        st.seal_open();
+        let offset = result?;
+        st.producers
+            .end_transaction(producer_id, epoch, offset, commit, now);
+        drop(st);
+        self.notify_append();
+        Ok(Some(offset))
+    }
+
     pub(crate) fn producer_snapshot(&self) -> Option<ProducerSnapshot> {
         let mut st = self.state.lock();
         st.producers.expire(now_ms());
+        let start = st.start_offset();
+        st.producers.trim_aborted(start);
         (!st.producers.is_empty()).then(|| st.producers.snapshot(st.next_offset))
     }
 
@@ -824,7 +878,8 @@ impl PartitionLog {
                     let h = BatchHeader::parse(&data[pos..])
                         .map_err(|e| Error::corrupt(&seg.log_path, pos as u64, e.0))?;
                     if h.last_offset() >= from_offset {
-                        states.replay(&h);
+                        let batch = data.get(pos..pos + h.total_len()).unwrap_or(&[]);
+                        states.replay(&h, batch);
                     }
                     pos += h.total_len();
                 }
@@ -1311,11 +1366,39 @@ impl PartitionLog {
         Ok(out)
     }
 
-    /// Appends up to `max` messages from `from` to `out`.
+    /// Appends up to `max` messages from `from` to `out` (every record,
+    /// as Kafka's `read_uncommitted`; transaction markers are never
+    /// returned).
     pub(crate) fn read_into(&self, from: u64, max: usize, out: &mut Vec<Message>) -> Result<()> {
-        let max = out.len().saturating_add(max);
+        self.read_with(from, max, out, false).map(drop)
+    }
+
+    /// The last stable offset: records below it belong to no open
+    /// transaction.
+    pub(crate) fn last_stable_offset(&self) -> u64 {
+        let st = self.state.lock();
+        st.producers.last_stable_offset(st.next_offset)
+    }
+
+    /// Appends up to `max` messages from `from` to `out`; with `committed`,
+    /// only records below the last stable offset and outside aborted
+    /// transactions (Kafka's `read_committed`). Returns the offset to read
+    /// from next: after the last message returned, or after transaction
+    /// markers and aborted records skipped beyond it.
+    pub(crate) fn read_with(
+        &self,
+        from: u64,
+        max: usize,
+        out: &mut Vec<Message>,
+        committed: bool,
+    ) -> Result<u64> {
+        let start_len = out.len();
+        let max = start_len.saturating_add(max);
         let mut next = from;
         let mut first = true;
+        let mut visible_end = u64::MAX;
+        let mut aborted = Vec::new();
+        let mut skipped_to = from;
         while out.len() < max {
             let plan = {
                 let st = self.state.lock();
@@ -1338,21 +1421,27 @@ impl PartitionLog {
                     // Retention overtook a multi-segment read: return what we have.
                     break;
                 }
-                if next == end {
+                if first && committed {
+                    visible_end = st.producers.last_stable_offset(end);
+                    aborted = st.producers.aborted_from(next);
+                }
+                if next >= end.min(visible_end) {
                     break;
                 }
                 st.plan_read(next)
             };
             first = false;
+            let txn = committed.then_some(&aborted[..]);
             if out.capacity() == 0 {
                 out.reserve(max.min(1024));
             }
             let before = out.len();
             match plan {
                 ReadPlan::Closed { seg, next_base } => {
-                    match self.read_closed(&seg, next_base, next, max, out)? {
-                        true => {}
-                        false => continue, // deleted under us: re-plan
+                    let read =
+                        self.read_closed(&seg, next_base, next, max, txn, &mut skipped_to, out)?;
+                    if !read {
+                        continue; // deleted under us: re-plan
                     }
                     if out.len() == before {
                         next = next_base;
@@ -1367,18 +1456,14 @@ impl PartitionLog {
                     limit_offset,
                     open,
                 } => {
-                    self.read_region(
-                        &seg,
-                        &map,
-                        start_pos,
-                        sealed_end,
-                        next,
-                        max,
-                        None,
+                    let region = Region {
+                        start: start_pos,
+                        end: sealed_end,
+                        expect_last: None,
                         limit_offset,
-                        out,
-                    )
-                    .map_err(|e| e.into_error(&seg, start_pos))?;
+                    };
+                    self.read_region(&seg, &map, region, next, max, txn, &mut skipped_to, out)
+                        .map_err(|e| e.into_error(&seg, start_pos))?;
                     if let Some(o) = open {
                         if out.len() < max {
                             self.read_open(&map, &o, next, max, out);
@@ -1390,16 +1475,26 @@ impl PartitionLog {
             }
             next = out[before..].last().map_or(next, |m| m.offset + 1);
         }
-        Ok(())
+        if committed {
+            // Records of other producers may follow an open transaction's
+            // first record: nothing from the last stable offset on.
+            let keep = out[start_len..].partition_point(|m| m.offset < visible_end);
+            out.truncate(start_len + keep);
+        }
+        let read_to = out[start_len..].last().map_or(from, |m| m.offset + 1);
+        Ok(read_to.max(skipped_to).min(visible_end).max(from))
     }
 
     /// Reads from a closed segment; `false` if it was deleted meanwhile.
+    #[allow(clippy::too_many_arguments)]
     fn read_closed(
         &self,
         seg: &Arc<Segment>,
         limit: u64,
         from: u64,
         max: usize,
+        txn: Option<&[AbortedTxn]>,
+        skipped_to: &mut u64,
         out: &mut Vec<Message>,
     ) -> Result<bool> {
         let Some(map) = seg.closed_map()? else {
@@ -1411,34 +1506,66 @@ impl PartitionLog {
         let len = seg.closed_len();
         let (pos, expect) = seg.closed_lookup(from)?;
         let before = out.len();
-        match self.read_region(seg, &map, pos, len, from, max, expect, limit, out) {
+        let region = |start, expect_last| Region {
+            start,
+            end: len,
+            expect_last,
+            limit_offset: limit,
+        };
+        match self.read_region(
+            seg,
+            &map,
+            region(pos, expect),
+            from,
+            max,
+            txn,
+            skipped_to,
+            out,
+        ) {
             Err(ReadError::IndexMismatch) => {
                 out.truncate(before);
                 seg.discard_index_and_rebuild()?;
                 let (pos, expect) = seg.closed_lookup(from)?;
-                self.read_region(seg, &map, pos, len, from, max, expect, limit, out)
-                    .map_err(|e| e.into_error(seg, pos))?;
+                self.read_region(
+                    seg,
+                    &map,
+                    region(pos, expect),
+                    from,
+                    max,
+                    txn,
+                    skipped_to,
+                    out,
+                )
+                .map_err(|e| e.into_error(seg, pos))?;
             }
             other => other.map_err(|e| e.into_error(seg, pos))?,
         }
         Ok(true)
     }
 
-    /// Decodes the sealed batches of `map[start..end]`, pushing messages with
-    /// offsets `>= from` until `out` holds `max`.
+    /// Decodes the sealed batches of `map[region.start..region.end]`,
+    /// pushing messages with offsets `>= from` until `out` holds `max`.
+    /// Transaction markers are skipped, and with `txn` (a `read_committed`
+    /// read) batches of those aborted transactions too; `skipped_to` moves
+    /// past what was skipped.
     #[allow(clippy::too_many_arguments)]
     fn read_region(
         &self,
         seg: &Segment,
         map: &Arc<SegmentMap>,
-        start: u64,
-        end: u64,
+        region: Region,
         from: u64,
         max: usize,
-        mut expect_last: Option<u64>,
-        limit_offset: u64,
+        txn: Option<&[AbortedTxn]>,
+        skipped_to: &mut u64,
         out: &mut Vec<Message>,
     ) -> std::result::Result<(), ReadError> {
+        let Region {
+            start,
+            end,
+            mut expect_last,
+            limit_offset,
+        } = region;
         if start >= end {
             return Ok(());
         }
@@ -1479,7 +1606,17 @@ impl PartitionLog {
             expected_base = Some(h.last_offset() + 1);
             seg.verify_batch(abs, &rest[..len])
                 .map_err(ReadError::Error)?;
-            if h.last_offset() >= from && h.compression() != Compression::None {
+            let hidden = h.is_control()
+                || (h.is_transactional()
+                    && txn.is_some_and(|t| {
+                        t.iter()
+                            .any(|a| a.covers(h.producer_id, h.base_offset as u64))
+                    }));
+            if hidden {
+                if h.last_offset() >= from {
+                    *skipped_to = (*skipped_to).max(h.last_offset() + 1);
+                }
+            } else if h.last_offset() >= from && h.compression() != Compression::None {
                 let (records, _) = format::batch_records(&h, &rest[..len])
                     .map_err(|e| ReadError::Corrupt(abs, e.0))?;
                 let records: Box<[u8]> = records.into_owned().into();
@@ -2132,7 +2269,10 @@ impl State {
             open.max_timestamp,
             open.count as i32,
         );
-        if self.compression != Compression::None {
+        let control = open
+            .producer
+            .is_some_and(|p| p.attributes & format::CONTROL != 0);
+        if self.compression != Compression::None && !control {
             a.compress_sealed(open.start, self.compression);
         }
         let last = open.base_offset + open.count as u64 - 1;
@@ -2783,6 +2923,7 @@ mod tests {
             producer_id: pid,
             epoch,
             base_sequence: seq,
+            attributes: 0,
         };
         log.append_idempotent(b, &records, |_, _| {})
     }

@@ -65,6 +65,28 @@ pub(crate) struct ProducerEntry {
     pub recent: VecDeque<SeqRange>,
     /// Wall-clock time of the last append, for expiry.
     pub last_append_ms: i64,
+    /// Offset of the producer's first record in its open transaction on
+    /// this partition (Kafka's `currentTxnFirstOffset`).
+    #[serde(default)]
+    pub txn_first_offset: Option<u64>,
+}
+
+/// A transaction that ended with an abort marker: records of its producer
+/// from `first_offset` to the marker at `last_offset` are never shown to a
+/// `ReadCommitted` reader (Kafka's `.txnindex` entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: u64,
+    pub last_offset: u64,
+}
+
+impl AbortedTxn {
+    /// Whether the batch of `producer_id` at `base_offset` belongs to it.
+    pub(crate) fn covers(&self, producer_id: i64, base_offset: u64) -> bool {
+        self.producer_id == producer_id
+            && (self.first_offset..=self.last_offset).contains(&base_offset)
+    }
 }
 
 impl ProducerEntry {
@@ -100,6 +122,8 @@ pub(crate) fn last_sequence(first: i32, count: u32) -> i32 {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct ProducerStates {
     entries: HashMap<i64, ProducerEntry>,
+    /// Aborted transactions, in marker order.
+    aborted: Vec<AbortedTxn>,
 }
 
 /// The state as stored in a recovery checkpoint.
@@ -108,11 +132,13 @@ pub(crate) struct ProducerSnapshot {
     /// The state covers every batch below this offset.
     pub offset: u64,
     pub producers: Vec<ProducerEntry>,
+    #[serde(default)]
+    pub aborted: Vec<AbortedTxn>,
 }
 
 impl ProducerStates {
     pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.aborted.is_empty()
     }
 
     /// Decides what to do with an append of `count` records; `where_` names
@@ -157,20 +183,10 @@ impl ProducerStates {
     /// `offset`. Consecutive appends of one producer extend its newest
     /// range when they continue it, as they share an on-disk batch.
     pub(crate) fn record(&mut self, b: ProducerBatch, last: i32, offset: u64, now_ms: i64) {
-        let e = self
-            .entries
-            .entry(b.producer_id)
-            .or_insert_with(|| ProducerEntry {
-                producer_id: b.producer_id,
-                epoch: b.epoch,
-                recent: VecDeque::new(),
-                last_append_ms: now_ms,
-            });
-        if b.epoch != e.epoch {
-            e.epoch = b.epoch;
-            e.recent.clear();
+        let e = self.entry(b, now_ms);
+        if b.attributes & crate::format::TRANSACTIONAL != 0 && e.txn_first_offset.is_none() {
+            e.txn_first_offset = Some(offset);
         }
-        e.last_append_ms = e.last_append_ms.max(now_ms);
         e.recent.push_back(SeqRange {
             first: b.base_sequence,
             last,
@@ -181,15 +197,131 @@ impl ProducerStates {
         }
     }
 
-    /// Replays one batch header found in the log.
-    pub(crate) fn replay(&mut self, h: &BatchHeader) {
-        if h.producer_id < 0 || h.base_sequence < 0 {
+    fn entry(&mut self, b: ProducerBatch, now_ms: i64) -> &mut ProducerEntry {
+        let e = self
+            .entries
+            .entry(b.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                producer_id: b.producer_id,
+                epoch: b.epoch,
+                recent: VecDeque::new(),
+                last_append_ms: now_ms,
+                txn_first_offset: None,
+            });
+        if b.epoch != e.epoch {
+            e.epoch = b.epoch;
+            e.recent.clear();
+        }
+        e.last_append_ms = e.last_append_ms.max(now_ms);
+        e
+    }
+
+    /// Checks that a transaction marker of `producer_id` at `epoch` may be
+    /// written: not from an epoch older than the partition has seen.
+    pub(crate) fn check_marker(&self, producer_id: i64, epoch: i16, where_: &str) -> Result<()> {
+        match self.entries.get(&producer_id) {
+            Some(e) if epoch < e.epoch => Err(Error::ProducerFenced {
+                producer_id,
+                epoch,
+                current_epoch: e.epoch,
+                context: format!("transaction marker on partition {where_}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `producer_id` has an open transaction on this partition.
+    pub(crate) fn in_transaction(&self, producer_id: i64) -> bool {
+        self.entries
+            .get(&producer_id)
+            .is_some_and(|e| e.txn_first_offset.is_some())
+    }
+
+    /// Records a transaction marker at `offset`: the producer's open
+    /// transaction ends; an aborted one is remembered.
+    pub(crate) fn end_transaction(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        offset: u64,
+        commit: bool,
+        now_ms: i64,
+    ) {
+        let b = ProducerBatch {
+            producer_id,
+            epoch,
+            base_sequence: -1,
+            attributes: 0,
+        };
+        let e = self.entry(b, now_ms);
+        if let Some(first) = e.txn_first_offset.take() {
+            if !commit {
+                self.aborted.push(AbortedTxn {
+                    producer_id,
+                    first_offset: first,
+                    last_offset: offset,
+                });
+            }
+        }
+    }
+
+    /// The last stable offset: the first offset of the oldest open
+    /// transaction, or `end` when none is open.
+    pub(crate) fn last_stable_offset(&self, end: u64) -> u64 {
+        self.entries
+            .values()
+            .filter_map(|e| e.txn_first_offset)
+            .min()
+            .map_or(end, |o| o.min(end))
+    }
+
+    /// Aborted transactions that end at or after `from`.
+    pub(crate) fn aborted_from(&self, from: u64) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|a| a.last_offset >= from)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted transactions wholly below `start` (deleted by
+    /// retention).
+    pub(crate) fn trim_aborted(&mut self, start: u64) {
+        self.aborted.retain(|a| a.last_offset >= start);
+    }
+
+    /// Replays one batch found in the log (`batch`: its bytes, for the
+    /// marker type of a control batch).
+    pub(crate) fn replay(&mut self, h: &BatchHeader, batch: &[u8]) {
+        if h.producer_id < 0 {
+            return;
+        }
+        if h.is_control() {
+            if let Some(commit) = crate::format::marker_kind(batch) {
+                let stale = self
+                    .entries
+                    .get(&h.producer_id)
+                    .is_some_and(|e| h.producer_epoch < e.epoch);
+                if !stale {
+                    self.end_transaction(
+                        h.producer_id,
+                        h.producer_epoch,
+                        h.base_offset as u64,
+                        commit,
+                        h.max_timestamp,
+                    );
+                }
+            }
+            return;
+        }
+        if h.base_sequence < 0 {
             return;
         }
         let b = ProducerBatch {
             producer_id: h.producer_id,
             epoch: h.producer_epoch,
             base_sequence: h.base_sequence,
+            attributes: h.attributes & (crate::format::TRANSACTIONAL | crate::format::CONTROL),
         };
         if let Some(e) = self.entries.get(&b.producer_id) {
             if b.epoch < e.epoch {
@@ -204,14 +336,22 @@ impl ProducerStates {
 
     /// Forgets producers idle longer than [`PRODUCER_EXPIRY_MS`].
     pub(crate) fn expire(&mut self, now_ms: i64) {
-        self.entries
-            .retain(|_, e| e.last_append_ms.saturating_add(PRODUCER_EXPIRY_MS) >= now_ms);
+        // A producer with an open transaction stays: its transaction still
+        // holds the last stable offset back until a marker ends it.
+        self.entries.retain(|_, e| {
+            e.txn_first_offset.is_some()
+                || e.last_append_ms.saturating_add(PRODUCER_EXPIRY_MS) >= now_ms
+        });
     }
 
     pub(crate) fn snapshot(&self, offset: u64) -> ProducerSnapshot {
         let mut producers: Vec<ProducerEntry> = self.entries.values().cloned().collect();
         producers.sort_by_key(|e| e.producer_id);
-        ProducerSnapshot { offset, producers }
+        ProducerSnapshot {
+            offset,
+            producers,
+            aborted: self.aborted.clone(),
+        }
     }
 
     pub(crate) fn from_snapshot(s: &ProducerSnapshot) -> ProducerStates {
@@ -221,6 +361,7 @@ impl ProducerStates {
                 .iter()
                 .map(|e| (e.producer_id, e.clone()))
                 .collect(),
+            aborted: s.aborted.clone(),
         }
     }
 }
@@ -261,6 +402,7 @@ mod tests {
             producer_id: pid,
             epoch,
             base_sequence: seq,
+            attributes: 0,
         }
     }
 
