@@ -378,3 +378,67 @@ fn check_decodes(codec: Compression) {
         );
     }
 }
+
+/// Transactional batches and commit/abort markers, as kafka-python reads
+/// them: data batches flagged transactional with the producer's id and
+/// epoch, and a control batch ending each transaction whose one record's
+/// key is Kafka's `EndTransactionMarker` key (version 0, type 1 commit /
+/// 0 abort).
+#[test]
+fn kafka_python_decodes_transactional_batches_and_markers() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic(TOPIC, TopicConfig::default()).unwrap();
+    let mut p = log
+        .producer(brook::ProducerConfig::default().transactional_id("compat"))
+        .unwrap();
+    for commit in [true, false, true] {
+        p.begin_transaction().unwrap();
+        p.send_batch(
+            TOPIC,
+            &[Record::new("a").partition(0), Record::new("b").partition(0)],
+        )
+        .unwrap();
+        if commit {
+            p.commit_transaction().unwrap();
+        } else {
+            p.abort_transaction().unwrap();
+        }
+    }
+    let (id, epoch) = (p.producer_id(), p.epoch() as i64);
+    drop(p);
+    log.close().unwrap();
+
+    let lines = decode(&log_files(dir.path(), 0)[0]);
+    let batches: Vec<(&Value, Vec<&Value>)> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l["kind"] == "batch")
+        .map(|(i, b)| {
+            let records = lines[i + 1..]
+                .iter()
+                .take_while(|l| l["kind"] == "record")
+                .collect();
+            (b, records)
+        })
+        .collect();
+    assert_eq!(batches.len(), 6, "3 data batches and 3 markers: {lines:?}");
+    for (k, (b, records)) in batches.iter().enumerate() {
+        assert_eq!(b["crc_valid"], true);
+        assert_eq!(b["transactional"], true, "batch {k}");
+        assert_eq!(int(b, "producer_id"), id);
+        assert_eq!(int(b, "producer_epoch"), epoch);
+        let control = k % 2 == 1;
+        assert_eq!(b["control"], control, "batch {k}");
+        if control {
+            assert_eq!(int(b, "base_sequence"), -1, "markers carry no sequence");
+            assert_eq!(records.len(), 1);
+            let commit = k != 3;
+            let key = if commit { "00000001" } else { "00000000" };
+            assert_eq!(records[0]["key"], key, "marker {k}");
+        } else {
+            assert_eq!(int(b, "base_sequence"), (k as i64 / 2) * 2, "batch {k}");
+            assert_eq!(records.len(), 2);
+        }
+    }
+}
