@@ -460,14 +460,7 @@ impl Log {
         self.check_open()?;
         let s = &self.inner.shared;
         let _admin = s.admin.lock();
-        let topic = s
-            .topics
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::UnknownTopic {
-                topic: name.to_owned(),
-            })?;
+        let topic = s.topic_inner(name)?;
         let current = topic.partitions.read().len() as u32;
         if partitions <= current {
             return Err(Error::InvalidPartitions {
@@ -509,14 +502,7 @@ impl Log {
         self.check_open()?;
         let s = &self.inner.shared;
         let _admin = s.admin.lock();
-        let topic = s
-            .topics
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::UnknownTopic {
-                topic: name.to_owned(),
-            })?;
+        let topic = s.topic_inner(name)?;
         let cfg = topic.config.read().clone().compression(codec);
         cfg.validate(name)?;
         let mut file = self.topics_file();
@@ -535,14 +521,7 @@ impl Log {
         self.check_open()?;
         let s = &self.inner.shared;
         let _admin = s.admin.lock();
-        let topic = s
-            .topics
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::UnknownTopic {
-                topic: name.to_owned(),
-            })?;
+        let topic = s.topic_inner(name)?;
         let mut file = self.topics_file();
         file.topics.remove(name);
         write_meta(&s.dir.join(TOPICS_FILE), &file)?;
@@ -697,14 +676,7 @@ impl Log {
     pub fn compact_now(&self, topic: &str) -> Result<CompactionStats> {
         self.check_open()?;
         let s = &self.inner.shared;
-        let t = s
-            .topics
-            .read()
-            .get(topic)
-            .cloned()
-            .ok_or_else(|| Error::UnknownTopic {
-                topic: topic.to_owned(),
-            })?;
+        let t = s.topic_inner(topic)?;
         let cfg = t.config.read().clone();
         if !cfg.cleanup_policy.compacts() {
             return Err(Error::config(format!(
@@ -790,6 +762,17 @@ impl Shared {
         all.push(Arc::clone(self.coordinator.offsets.log()));
         all.push(Arc::clone(self.txns.log()));
         all
+    }
+
+    /// An existing topic's shared state, or [`Error::UnknownTopic`].
+    fn topic_inner(&self, name: &str) -> Result<Arc<TopicInner>> {
+        self.topics
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopic {
+                topic: name.to_owned(),
+            })
     }
 
     /// The partition log of `topic`-`partition`, if the topic exists.

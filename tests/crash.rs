@@ -15,9 +15,12 @@
 //! `SyncPolicy::Never`, a third of that with `SyncPolicy::Always`);
 //! `BROOK_CRASH_SEED` replays a run (the seed is printed on failure).
 
+mod common;
+use common::{env_u64, KillOnDrop, Rng};
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -34,30 +37,6 @@ const SEGMENT_BYTES: u64 = 256 * 1024;
 const MAX_RECORD_BYTES: usize = 64 * 1024;
 /// The child stops by itself after this long, should the parent vanish.
 const CHILD_LIFETIME: Duration = Duration::from_secs(60);
-
-/// xorshift64*: small, seedable, good enough for delays and record shapes.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        // splitmix64 so that nearby seeds give unrelated streams; never zero.
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// Everything about the record with sequence number `seq`, derived from
 /// `seq` alone so that the parent can recompute what the child appended.
@@ -177,23 +156,6 @@ fn crash_child_appends_until_killed() {
             seq += 1;
         }
         out.flush().unwrap();
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
-    })
-}
-
-/// Kills the child if the parent panics before it does.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -15,10 +15,13 @@
 //! `BROOK_EOS_CYCLES` sets the number of kills (default 20);
 //! `BROOK_EOS_SEED` replays a run (the seed is printed on failure).
 
+mod common;
+use common::{env_u64, seed, KillOnDrop, Rng};
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use brook::{
     ConsumerConfig, IsolationLevel, Log, LogConfig, OffsetReset, ProducerConfig, Record,
@@ -30,35 +33,6 @@ const DIR_ENV: &str = "BROOK_EOS_DIR";
 const SEED_ENV: &str = "BROOK_EOS_CHILD_SEED";
 const INPUT: u64 = 5_000;
 const IN_PARTITIONS: u32 = 2;
-
-/// xorshift64*: small and seedable.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
-    })
-}
-
-/// Kills the child if the parent panics first.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn spawn_child(
     dir: &std::path::Path,
@@ -111,13 +85,7 @@ fn wait_for(rx: &std::sync::mpsc::Receiver<String>, what: &str, ctx: &str) {
 #[test]
 fn each_input_is_in_the_output_exactly_once_across_kill_9() {
     let cycles = env_u64("BROOK_EOS_CYCLES").unwrap_or(20);
-    let seed = env_u64("BROOK_EOS_SEED").unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1
-    });
+    let seed = seed("BROOK_EOS_SEED");
     let mut rng = Rng(seed);
     let ctx = format!("(seed {seed}: rerun with BROOK_EOS_SEED={seed})");
     let dir = tempfile::tempdir().unwrap();

@@ -12,10 +12,13 @@
 //! `BROOK_CRASH_CYCLES` sets the number of cycles (default 10);
 //! `BROOK_CRASH_SEED` replays a run (the seed is printed on failure).
 
+mod common;
+use common::{env_u64, seed, KillOnDrop, Rng};
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use brook::{ConsumerConfig, Log, LogConfig, OffsetReset, Record, SyncPolicy, TopicConfig};
 use brook::{Error, TopicPartition};
@@ -27,49 +30,10 @@ const TOPIC: &str = "events";
 const GROUP: &str = "crash";
 const PARTITIONS: u32 = 4;
 
-/// xorshift64*: small, seedable, good enough to pick delays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
-    })
-}
-
-/// Kills the child if the parent panics before it does.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn acknowledged_commits_survive_kill_9() {
     let cycles = env_u64("BROOK_CRASH_CYCLES").unwrap_or(10);
-    let seed = env_u64("BROOK_CRASH_SEED").unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1
-    });
+    let seed = seed("BROOK_CRASH_SEED");
     let mut rng = Rng(seed);
     let ctx = format!("(seed {seed}: rerun with BROOK_CRASH_SEED={seed})");
     let dir = tempfile::tempdir().unwrap();

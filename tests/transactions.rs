@@ -3,6 +3,9 @@
 //! transaction, timeouts, and recovery of transactions a close or crash
 //! interrupted.
 
+mod common;
+use common::Rng;
+
 use std::time::Duration;
 
 use brook::{
@@ -258,18 +261,6 @@ fn a_transaction_open_at_close_is_aborted_on_reopen() {
     assert_eq!(p.last_stable_offset(), p.end_offset());
     assert_eq!(values(&p.read_committed(0, 10).unwrap()), ["done"]);
     assert_eq!(values(&p.read(0, 10).unwrap()), ["done", "left open"]);
-}
-
-/// xorshift64*: seedable randomness for the model test.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
 }
 
 /// Random interleavings of three transactional producers, plain appends,

@@ -1506,37 +1506,21 @@ impl PartitionLog {
         let len = seg.closed_len();
         let (pos, expect) = seg.closed_lookup(from)?;
         let before = out.len();
-        let region = |start, expect_last| Region {
-            start,
-            end: len,
-            expect_last,
-            limit_offset: limit,
+        let mut read = |pos: u64, expect_last: Option<u64>, out: &mut Vec<Message>| {
+            let region = Region {
+                start: pos,
+                end: len,
+                expect_last,
+                limit_offset: limit,
+            };
+            self.read_region(seg, &map, region, from, max, txn, skipped_to, out)
         };
-        match self.read_region(
-            seg,
-            &map,
-            region(pos, expect),
-            from,
-            max,
-            txn,
-            skipped_to,
-            out,
-        ) {
+        match read(pos, expect, out) {
             Err(ReadError::IndexMismatch) => {
                 out.truncate(before);
                 seg.discard_index_and_rebuild()?;
                 let (pos, expect) = seg.closed_lookup(from)?;
-                self.read_region(
-                    seg,
-                    &map,
-                    region(pos, expect),
-                    from,
-                    max,
-                    txn,
-                    skipped_to,
-                    out,
-                )
-                .map_err(|e| e.into_error(seg, pos))?;
+                read(pos, expect, out).map_err(|e| e.into_error(seg, pos))?;
             }
             other => other.map_err(|e| e.into_error(seg, pos))?,
         }
@@ -1616,31 +1600,26 @@ impl PartitionLog {
                 if h.last_offset() >= from {
                     *skipped_to = (*skipped_to).max(h.last_offset() + 1);
                 }
-            } else if h.last_offset() >= from && h.compression() != Compression::None {
-                let (records, _) = format::batch_records(&h, &rest[..len])
-                    .map_err(|e| ReadError::Corrupt(abs, e.0))?;
-                let records: Box<[u8]> = records.into_owned().into();
-                let n = records.len();
-                let records = Arc::new(SegmentMap::Heap(records));
-                decode_records(
-                    &share_region(&self.topic, &records, 0, n as u64),
-                    self.partition,
-                    0..n,
-                    0,
-                    h.records_count as u32,
-                    h.base_offset as u64,
-                    h.base_timestamp,
-                    from,
-                    max,
-                    out,
-                )
-                .map_err(|e| ReadError::Corrupt(abs, e.0))?;
             } else if h.last_offset() >= from {
+                // A compressed batch's records are decoded from one buffer
+                // its messages share; a plain batch's from the map.
+                let decompressed;
+                let (records, range, first) = if h.compression() == Compression::None {
+                    (&region, pos..pos + len, pos + BATCH_HEADER_BYTES)
+                } else {
+                    let (bytes, _) = format::batch_records(&h, &rest[..len])
+                        .map_err(|e| ReadError::Corrupt(abs, e.0))?;
+                    let bytes: Box<[u8]> = bytes.into_owned().into();
+                    let n = bytes.len();
+                    let map = Arc::new(SegmentMap::Heap(bytes));
+                    decompressed = share_region(&self.topic, &map, 0, n as u64);
+                    (&decompressed, 0..n, 0)
+                };
                 decode_records(
-                    &region,
+                    records,
                     self.partition,
-                    pos..pos + len,
-                    pos + BATCH_HEADER_BYTES,
+                    range,
+                    first,
                     h.records_count as u32,
                     h.base_offset as u64,
                     h.base_timestamp,
