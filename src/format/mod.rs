@@ -309,6 +309,7 @@ impl<'a> RecordParts<'a> {
     }
 
     /// Bytes of the record including its `length` prefix.
+    #[inline]
     pub(crate) fn encoded_len(&self, timestamp_delta: i64, offset_delta: i32) -> usize {
         let body = self.body_len(timestamp_delta, offset_delta);
         varint_len(body as i64) + body
@@ -324,7 +325,7 @@ impl<'a> RecordParts<'a> {
 
     /// [`encode`](Self::encode) with the body length already computed by
     /// [`body_len`](Self::body_len) for the same deltas.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn encode_body(
         &self,
         dst: &mut [u8],
