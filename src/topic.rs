@@ -228,7 +228,7 @@ impl Topic {
         let n = logs.len() as u32;
         let p = match partition {
             Some(p) => p,
-            None => self.choose(parts.key, parts.value, n, None),
+            None => self.choose(parts.key(), parts.value(), n, None),
         };
         let log = logs
             .get(p as usize)
@@ -335,7 +335,7 @@ impl Topic {
             let p = match r.partition {
                 Some(p) => p,
                 None if only_zero => 0,
-                None => self.choose(parts.key, parts.value, n, Some(sticky)),
+                None => self.choose(parts.key(), parts.value(), n, Some(sticky)),
             };
             if p >= n {
                 return Err(self.unknown_partition(p, n));
@@ -441,7 +441,7 @@ impl Topic {
     /// Checks size and timestamp; returns the timestamp to store.
     #[inline]
     fn check_record(&self, parts: &RecordParts<'_>, timestamp: Option<i64>) -> Result<i64> {
-        let keyless = self.inner.compacted && parts.key.is_none();
+        let keyless = self.inner.compacted && parts.key().is_none();
         let too_large = parts.encoded_len(0, 0) > self.inner.max_record_bytes;
         let negative = matches!(timestamp, Some(ts) if ts < 0);
         if keyless || too_large || negative {
@@ -454,7 +454,7 @@ impl Topic {
     #[cold]
     #[inline(never)]
     fn record_error(&self, parts: &RecordParts<'_>, timestamp: Option<i64>) -> Error {
-        if self.inner.compacted && parts.key.is_none() {
+        if self.inner.compacted && parts.key().is_none() {
             return Error::InvalidRecord {
                 topic: self.inner.name.to_string(),
                 reason: "a compacted topic needs a key on every record".into(),

@@ -264,11 +264,15 @@ pub(crate) fn validate_batch(batch: &[u8]) -> Result<BatchHeader, FormatError> {
 
 /// What a record needs to be encoded. Header names are UTF-8 (Kafka header
 /// keys are strings).
+///
+/// The fields are private so that `fixed_len` always describes `key`,
+/// `value` and `headers` (set together by [`new`](Self::new), immutable
+/// after): [`encode_into`](Self::encode_into) relies on it.
 #[derive(Clone, Copy)]
 pub(crate) struct RecordParts<'a> {
-    pub key: Option<&'a [u8]>,
-    pub value: Option<&'a [u8]>,
-    pub headers: &'a [(String, bytes::Bytes)],
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    headers: &'a [(String, bytes::Bytes)],
     /// Body bytes that do not depend on the deltas (computed once).
     fixed_len: usize,
 }
@@ -300,6 +304,18 @@ impl<'a> RecordParts<'a> {
             headers,
             fixed_len,
         }
+    }
+
+    /// The key; `None` for a null key.
+    #[inline]
+    pub(crate) fn key(&self) -> Option<&'a [u8]> {
+        self.key
+    }
+
+    /// The value; `None` for a null value (a tombstone).
+    #[inline]
+    pub(crate) fn value(&self) -> Option<&'a [u8]> {
+        self.value
     }
 
     /// Bytes after the `length` field for the given deltas.
@@ -346,6 +362,96 @@ impl<'a> RecordParts<'a> {
             p = put_opt(dst, p, Some(value));
         }
         p
+    }
+}
+
+impl RecordParts<'_> {
+    /// Writes the record at the start of `dst` if it fits there, and
+    /// returns its length (what [`encoded_len`](Self::encoded_len) gives);
+    /// `None`, writing nothing, if `dst` is too short. The same bytes as
+    /// [`encode_body`](Self::encode_body), without a bounds check per field.
+    #[inline(always)]
+    pub(crate) fn encode_into(
+        &self,
+        dst: &mut [u8],
+        timestamp_delta: i64,
+        offset_delta: i32,
+    ) -> Option<usize> {
+        let body = self.body_len(timestamp_delta, offset_delta);
+        let len = varint_len(body as i64) + body;
+        if dst.len() < len {
+            return None;
+        }
+        let start = dst.as_mut_ptr();
+        // SAFETY: every write below lands in `start..start + len`, which is
+        // within `dst` (checked above): `len` counts the length prefix and
+        // `body` bytes, and `body_len` adds to `fixed_len` (attributes, key,
+        // value, header count and headers, computed by `new` from these
+        // same fields, which nothing can change since) the two deltas
+        // written here. Each `put_*` writes exactly the bytes `varint_len`
+        // or `opt_len` counts for its field.
+        unsafe {
+            let mut p = put_varint_raw(start, body as i64);
+            *p = 0;
+            p = p.add(1);
+            p = put_varint_raw(p, timestamp_delta);
+            p = put_varint_raw(p, offset_delta as i64);
+            p = put_opt_raw(p, self.key);
+            p = put_opt_raw(p, self.value);
+            p = put_varint_raw(p, self.headers.len() as i64);
+            for (name, value) in self.headers {
+                p = put_opt_raw(p, Some(name.as_bytes()));
+                p = put_opt_raw(p, Some(value));
+            }
+            debug_assert_eq!(p.offset_from(start), len as isize);
+        }
+        Some(len)
+    }
+}
+
+/// [`write_varint`] through a raw pointer; returns the pointer after it.
+///
+/// # Safety
+///
+/// `p` must be valid for writes of `varint_len(v)` bytes.
+#[inline(always)]
+unsafe fn put_varint_raw(p: *mut u8, v: i64) -> *mut u8 {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    // SAFETY: the caller provides `varint_len(v)` bytes at `p`: one per 7
+    // bits of `z`, which is what these writes take.
+    unsafe {
+        if z < 0x80 {
+            *p = z as u8;
+            return p.add(1);
+        }
+        let mut p = p;
+        while z >= 0x80 {
+            *p = (z as u8) | 0x80;
+            z >>= 7;
+            p = p.add(1);
+        }
+        *p = z as u8;
+        p.add(1)
+    }
+}
+
+/// A length-prefixed field (`-1` for `None`) through a raw pointer.
+///
+/// # Safety
+///
+/// `p` must be valid for writes of `opt_len(b)` bytes and not overlap `b`.
+#[inline(always)]
+unsafe fn put_opt_raw(p: *mut u8, b: Option<&[u8]>) -> *mut u8 {
+    // SAFETY: `opt_len(b)` bytes are the length varint and the bytes of `b`.
+    unsafe {
+        match b {
+            None => put_varint_raw(p, -1),
+            Some(b) => {
+                let p = put_varint_raw(p, b.len() as i64);
+                std::ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
+                p.add(b.len())
+            }
+        }
     }
 }
 
@@ -742,6 +848,42 @@ mod tests {
         assert_eq!(&open[..scan.len], &sealed[..]);
         // A sealed batch is not mistaken for an open one.
         assert!(scan_open_batch(&sealed).is_none());
+    }
+
+    #[test]
+    fn encode_into_writes_what_encode_writes_or_nothing() {
+        let headers = [
+            ("trace".to_string(), Bytes::from_static(b"42")),
+            ("e".to_string(), Bytes::new()),
+        ];
+        let long = vec![7u8; 300];
+        let keys: [Option<&[u8]>; 3] = [None, Some(b""), Some(&long)];
+        let values: [Option<&[u8]>; 3] = [None, Some(b"v"), Some(&long)];
+        for key in keys {
+            for value in values {
+                for hs in [&headers[..], &[]] {
+                    for (ts_delta, off_delta) in [
+                        (0, 0),
+                        (-1, 63),
+                        (64, 64),
+                        (1 << 40, 1 << 20),
+                        (i64::MIN, i32::MAX),
+                    ] {
+                        let parts = RecordParts::new(key, value, hs);
+                        let len = parts.encoded_len(ts_delta, off_delta);
+                        let mut want = vec![0u8; len];
+                        assert_eq!(parts.encode(&mut want, ts_delta, off_delta), len);
+                        let mut got = vec![0xaau8; len + 3];
+                        assert_eq!(parts.encode_into(&mut got, ts_delta, off_delta), Some(len));
+                        assert_eq!(&got[..len], &want[..]);
+                        assert_eq!(&got[len..], &[0xaa; 3]);
+                        let mut short = vec![0xaau8; len - 1];
+                        assert_eq!(parts.encode_into(&mut short, ts_delta, off_delta), None);
+                        assert!(short.iter().all(|&b| b == 0xaa));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -1988,17 +1988,16 @@ impl State {
         let mut rest = None;
         for (parts, ts) in records.by_ref() {
             let off_delta = offset - base_offset;
-            let ts_delta = ts - base_timestamp;
-            let body = parts.body_len(ts_delta, off_delta as i32);
-            let len = varint_len(body as i64) + body;
-            let dst = match window.get_mut(pos..pos + len) {
-                Some(dst) if off_delta < i32::MAX as u64 => dst,
-                _ => {
-                    rest = Some((parts, ts));
-                    break;
+            let written = match off_delta < i32::MAX as u64 {
+                true => {
+                    parts.encode_into(&mut window[pos..], ts - base_timestamp, off_delta as i32)
                 }
+                false => None,
             };
-            parts.encode_body(dst, body, ts_delta, off_delta as i32);
+            let Some(len) = written else {
+                rest = Some((parts, ts));
+                break;
+            };
             pos += len;
             max_timestamp = max_timestamp.max(ts);
             on_append(offset, ts);
