@@ -442,7 +442,7 @@ impl Topic {
     #[inline]
     fn check_record(&self, parts: &RecordParts<'_>, timestamp: Option<i64>) -> Result<i64> {
         let keyless = self.inner.compacted && parts.key().is_none();
-        let too_large = parts.encoded_len(0, 0) > self.inner.max_record_bytes;
+        let too_large = !parts.fits(self.inner.max_record_bytes);
         let negative = matches!(timestamp, Some(ts) if ts < 0);
         if keyless || too_large || negative {
             return Err(self.record_error(parts, timestamp));

@@ -280,9 +280,19 @@ pub(crate) struct RecordParts<'a> {
 #[inline]
 fn opt_len(b: Option<&[u8]>) -> usize {
     match b {
-        Some(b) => varint_len(b.len() as i64) + b.len(),
+        Some(b) => count_len(b.len()) + b.len(),
         None => 1,
     }
+}
+
+/// `varint_len(n as i64)` for a length or count (never negative in
+/// memory: a slice holds at most `isize::MAX` bytes, so the zig-zag is
+/// `2n`).
+#[inline]
+fn count_len(n: usize) -> usize {
+    let z = (n as u64) << 1;
+    let bits = 64 - (z | 1).leading_zeros() as usize;
+    (bits * 9 + 64) / 64
 }
 
 impl<'a> RecordParts<'a> {
@@ -294,7 +304,7 @@ impl<'a> RecordParts<'a> {
     ) -> Self {
         // attributes + key + value + header count + headers
         let mut fixed_len = 1 + opt_len(key) + opt_len(value);
-        fixed_len += varint_len(headers.len() as i64);
+        fixed_len += count_len(headers.len());
         for (name, v) in headers {
             fixed_len += opt_len(Some(name.as_bytes())) + opt_len(Some(v));
         }
@@ -322,6 +332,15 @@ impl<'a> RecordParts<'a> {
     #[inline]
     pub(crate) fn body_len(&self, timestamp_delta: i64, offset_delta: i32) -> usize {
         self.fixed_len + varint_len(timestamp_delta) + varint_len(offset_delta as i64)
+    }
+
+    /// Whether the record with both deltas 0 takes at most `max` bytes
+    /// (`encoded_len(0, 0) <= max`).
+    #[inline]
+    pub(crate) fn fits(&self, max: usize) -> bool {
+        // The deltas take a byte each and the length prefix at most 10:
+        // most records are far enough below `max` to need nothing more.
+        self.fixed_len + 12 <= max || self.encoded_len(0, 0) <= max
     }
 
     /// Bytes of the record including its `length` prefix.
@@ -378,7 +397,7 @@ impl RecordParts<'_> {
         offset_delta: i32,
     ) -> Option<usize> {
         let body = self.body_len(timestamp_delta, offset_delta);
-        let len = varint_len(body as i64) + body;
+        let len = count_len(body) + body;
         if dst.len() < len {
             return None;
         }
@@ -388,17 +407,17 @@ impl RecordParts<'_> {
         // `body` bytes, and `body_len` adds to `fixed_len` (attributes, key,
         // value, header count and headers, computed by `new` from these
         // same fields, which nothing can change since) the two deltas
-        // written here. Each `put_*` writes exactly the bytes `varint_len`
-        // or `opt_len` counts for its field.
+        // written here. Each `put_*` writes exactly the bytes `varint_len`,
+        // `count_len` or `opt_len` counts for its field.
         unsafe {
-            let mut p = put_varint_raw(start, body as i64);
+            let mut p = put_count_raw(start, body);
             *p = 0;
             p = p.add(1);
             p = put_varint_raw(p, timestamp_delta);
             p = put_varint_raw(p, offset_delta as i64);
             p = put_opt_raw(p, self.key);
             p = put_opt_raw(p, self.value);
-            p = put_varint_raw(p, self.headers.len() as i64);
+            p = put_count_raw(p, self.headers.len());
             for (name, value) in self.headers {
                 p = put_opt_raw(p, Some(name.as_bytes()));
                 p = put_opt_raw(p, Some(value));
@@ -416,9 +435,31 @@ impl RecordParts<'_> {
 /// `p` must be valid for writes of `varint_len(v)` bytes.
 #[inline(always)]
 unsafe fn put_varint_raw(p: *mut u8, v: i64) -> *mut u8 {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    // SAFETY: the caller provides `varint_len(v)` bytes at `p`: one per 7
-    // bits of `z`, which is what these writes take.
+    // SAFETY: passed on from the caller.
+    unsafe { put_zigzag_raw(p, ((v << 1) ^ (v >> 63)) as u64) }
+}
+
+/// [`put_varint_raw`] of a length or count (see [`count_len`]).
+///
+/// # Safety
+///
+/// `p` must be valid for writes of `count_len(n)` bytes.
+#[inline(always)]
+unsafe fn put_count_raw(p: *mut u8, n: usize) -> *mut u8 {
+    // SAFETY: passed on from the caller.
+    unsafe { put_zigzag_raw(p, (n as u64) << 1) }
+}
+
+/// Writes the zig-zag encoded value `z`, 7 bits a byte.
+///
+/// # Safety
+///
+/// `p` must be valid for writes of one byte per started 7 bits of `z`
+/// (at least one).
+#[inline(always)]
+unsafe fn put_zigzag_raw(p: *mut u8, mut z: u64) -> *mut u8 {
+    // SAFETY: the caller provides one byte per 7 bits of `z`, which is
+    // what these writes take.
     unsafe {
         if z < 0x80 {
             *p = z as u8;
@@ -447,7 +488,7 @@ unsafe fn put_opt_raw(p: *mut u8, b: Option<&[u8]>) -> *mut u8 {
         match b {
             None => put_varint_raw(p, -1),
             Some(b) => {
-                let p = put_varint_raw(p, b.len() as i64);
+                let p = put_count_raw(p, b.len());
                 std::ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
                 p.add(b.len())
             }
@@ -870,6 +911,10 @@ mod tests {
                         (i64::MIN, i32::MAX),
                     ] {
                         let parts = RecordParts::new(key, value, hs);
+                        let size = parts.encoded_len(0, 0);
+                        for max in [size - 1, size, size + 1, size + 11, size + 12] {
+                            assert_eq!(parts.fits(max), size <= max, "max {max}, size {size}");
+                        }
                         let len = parts.encoded_len(ts_delta, off_delta);
                         let mut want = vec![0u8; len];
                         assert_eq!(parts.encode(&mut want, ts_delta, off_delta), len);
