@@ -465,6 +465,13 @@ unsafe fn put_zigzag_raw(p: *mut u8, mut z: u64) -> *mut u8 {
             *p = z as u8;
             return p.add(1);
         }
+        // Two bytes: record lengths, value lengths and offset deltas of
+        // typical records.
+        if z < 0x4000 {
+            *p = (z as u8) | 0x80;
+            *p.add(1) = (z >> 7) as u8;
+            return p.add(2);
+        }
         let mut p = p;
         while z >= 0x80 {
             *p = (z as u8) | 0x80;
