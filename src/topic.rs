@@ -228,7 +228,7 @@ impl Topic {
         let n = logs.len() as u32;
         let p = match partition {
             Some(p) => p,
-            None => self.choose(parts.key, parts.value, n, None),
+            None => self.choose(parts.key(), parts.value(), n, None),
         };
         let log = logs
             .get(p as usize)
@@ -260,24 +260,29 @@ impl Topic {
         self.check_live()?;
         let records: Vec<R> = records.into_iter().collect();
         let logs = self.inner.partitions.read();
-        let (targets, entries) = self.plan(&records, logs.len() as u32)?;
-        let entry = |i: usize| entries[i];
+        let plan = self.plan(&records, logs.len() as u32)?;
         let mut metas: Vec<RecordMetadata> = Vec::with_capacity(records.len());
         let mut to_sync = Vec::new();
-        if targets.windows(2).all(|w| w[0] == w[1]) {
-            // One partition (the common case): records in order, no plan.
-            if let Some(&p) = targets.first() {
-                let log = &logs[p as usize];
-                let end = log.append((0..records.len()).map(entry), |offset, timestamp| {
-                    metas.push(RecordMetadata {
+        if let Some(p) = plan.single {
+            // One partition (the common case): records in order, no grouping.
+            let log = &logs[p as usize];
+            let end = log.append(plan.entries.iter().copied(), |_, _| {})?;
+            // `append` gives the records consecutive offsets ending at `end`.
+            let first = end - plan.entries.len() as u64;
+            metas.extend(
+                plan.entries
+                    .iter()
+                    .zip(first..)
+                    .map(|(&(_, timestamp), offset)| RecordMetadata {
                         partition: p,
                         offset,
                         timestamp,
-                    })
-                })?;
-                to_sync.push((Arc::clone(log), end));
-            }
-        } else {
+                    }),
+            );
+            to_sync.push((Arc::clone(log), end));
+        } else if !records.is_empty() {
+            let targets = &plan.targets;
+            let entries = &plan.entries;
             metas.resize(
                 records.len(),
                 RecordMetadata {
@@ -292,7 +297,7 @@ impl Topic {
                 let p = targets[run[0]];
                 let log = &logs[p as usize];
                 let mut slots = run.iter();
-                let end = log.append(run.iter().map(|&i| entry(i)), |offset, timestamp| {
+                let end = log.append(run.iter().map(|&i| entries[i]), |offset, timestamp| {
                     let &i = slots.next().expect("one slot per record");
                     metas[i] = RecordMetadata {
                         partition: p,
@@ -313,28 +318,48 @@ impl Topic {
     }
 
     /// Checks every record and picks its partition (unkeyed records of one
-    /// call share a partition): `(partition, (parts, timestamp))` per
-    /// record, in order. Nothing is written.
+    /// call share a partition). Nothing is written.
     fn plan<'r, R: Borrow<Record>>(&self, records: &'r [R], n: u32) -> Result<Plan<'r>> {
         let now = now_ms();
         let sticky = self.inner.round_robin.fetch_add(1, Ordering::Relaxed) % n;
-        let mut targets: Vec<u32> = Vec::with_capacity(records.len());
+        // With one partition and no custom partitioner every record without
+        // an explicit partition goes to 0 (what `choose` returns).
+        let only_zero = n == 1 && self.partitioner.is_none();
         let mut entries: Vec<(RecordParts<'_>, i64)> = Vec::with_capacity(records.len());
-        for r in records {
+        let mut single: Option<u32> = None;
+        let mut targets: Vec<u32> = Vec::new();
+        for (i, r) in records.iter().enumerate() {
             let r = r.borrow();
             let parts = parts_of(r);
             let ts = self.check_record(&parts, r.timestamp.or(Some(now)))?;
             let p = match r.partition {
                 Some(p) => p,
-                None => self.choose(parts.key, parts.value, n, Some(sticky)),
+                None if only_zero => 0,
+                None => self.choose(parts.key(), parts.value(), n, Some(sticky)),
             };
             if p >= n {
                 return Err(self.unknown_partition(p, n));
             }
-            targets.push(p);
+            match single {
+                Some(s) if s == p => {}
+                None if i == 0 => single = Some(p),
+                _ => {
+                    // The first record whose partition differs: from here
+                    // on every record's partition is kept.
+                    if let Some(s) = single.take() {
+                        targets.reserve_exact(records.len());
+                        targets.resize(i, s);
+                    }
+                    targets.push(p);
+                }
+            }
             entries.push((parts, ts));
         }
-        Ok((targets, entries))
+        Ok(Plan {
+            entries,
+            single,
+            targets,
+        })
     }
 
     /// The idempotent write path of a [`Producer`](crate::Producer): each
@@ -351,7 +376,9 @@ impl Topic {
     ) -> Result<Vec<RecordMetadata>> {
         self.check_live()?;
         let logs = self.inner.partitions.read();
-        let (targets, entries) = self.plan(records, logs.len() as u32)?;
+        let plan = self.plan(records, logs.len() as u32)?;
+        let entries = &plan.entries;
+        let target = |i: usize| plan.single.unwrap_or_else(|| plan.targets[i]);
         let mut metas = vec![
             RecordMetadata {
                 partition: 0,
@@ -361,9 +388,9 @@ impl Topic {
             records.len()
         ];
         let mut order: Vec<usize> = (0..records.len()).collect();
-        order.sort_by_key(|&i| targets[i]);
-        for run in order.chunk_by(|&a, &b| targets[a] == targets[b]) {
-            let p = targets[run[0]];
+        order.sort_by_key(|&i| target(i));
+        for run in order.chunk_by(|&a, &b| target(a) == target(b)) {
+            let p = target(run[0]);
             let log = Arc::clone(&logs[p as usize]);
             let run_entries: Vec<(RecordParts<'_>, i64)> =
                 run.iter().map(|&i| entries[i]).collect();
@@ -412,29 +439,40 @@ impl Topic {
     }
 
     /// Checks size and timestamp; returns the timestamp to store.
+    #[inline]
     fn check_record(&self, parts: &RecordParts<'_>, timestamp: Option<i64>) -> Result<i64> {
-        if self.inner.compacted && parts.key.is_none() {
-            return Err(Error::InvalidRecord {
+        let keyless = self.inner.compacted && parts.key().is_none();
+        let too_large = !parts.fits(self.inner.max_record_bytes);
+        let negative = matches!(timestamp, Some(ts) if ts < 0);
+        if keyless || too_large || negative {
+            return Err(self.record_error(parts, timestamp));
+        }
+        Ok(timestamp.unwrap_or_else(now_ms))
+    }
+
+    /// Why [`check_record`](Self::check_record) refused a record.
+    #[cold]
+    #[inline(never)]
+    fn record_error(&self, parts: &RecordParts<'_>, timestamp: Option<i64>) -> Error {
+        if self.inner.compacted && parts.key().is_none() {
+            return Error::InvalidRecord {
                 topic: self.inner.name.to_string(),
                 reason: "a compacted topic needs a key on every record".into(),
-            });
+            };
         }
         let max = self.inner.max_record_bytes;
         let size = parts.encoded_len(0, 0);
         if size > max {
-            return Err(Error::RecordTooLarge {
+            return Error::RecordTooLarge {
                 topic: self.inner.name.to_string(),
                 size,
                 max,
-            });
+            };
         }
-        match timestamp {
-            Some(ts) if ts < 0 => Err(Error::InvalidRecord {
-                topic: self.inner.name.to_string(),
-                reason: format!("timestamp {ts} is negative (Kafka requires >= 0)"),
-            }),
-            Some(ts) => Ok(ts),
-            None => Ok(now_ms()),
+        let ts = timestamp.unwrap_or_default();
+        Error::InvalidRecord {
+            topic: self.inner.name.to_string(),
+            reason: format!("timestamp {ts} is negative (Kafka requires >= 0)"),
         }
     }
 
@@ -461,9 +499,19 @@ impl Topic {
     }
 }
 
-/// Each record's partition, and its parts with the timestamp to store.
-type Plan<'r> = (Vec<u32>, Vec<(RecordParts<'r>, i64)>);
+/// The checked records of one call: their parts with the timestamp to
+/// store, in order, and their partitions.
+struct Plan<'r> {
+    entries: Vec<(RecordParts<'r>, i64)>,
+    /// The partition of every record, if they all go to one (`None` for
+    /// no records).
+    single: Option<u32>,
+    /// Each record's partition when they do not all go to one; empty
+    /// otherwise.
+    targets: Vec<u32>,
+}
 
+#[inline]
 fn parts_of(r: &Record) -> RecordParts<'_> {
     RecordParts::new(r.key.as_deref(), r.value.as_deref(), &r.headers)
 }

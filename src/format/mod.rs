@@ -323,11 +323,15 @@ pub(crate) fn compress_batch(
 
 /// What a record needs to be encoded. Header names are UTF-8 (Kafka header
 /// keys are strings).
+///
+/// The fields are private so that `fixed_len` always describes `key`,
+/// `value` and `headers` (set together by [`new`](Self::new), immutable
+/// after): [`encode_into`](Self::encode_into) relies on it.
 #[derive(Clone, Copy)]
 pub(crate) struct RecordParts<'a> {
-    pub key: Option<&'a [u8]>,
-    pub value: Option<&'a [u8]>,
-    pub headers: &'a [(String, bytes::Bytes)],
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    headers: &'a [(String, bytes::Bytes)],
     /// Body bytes that do not depend on the deltas (computed once).
     fixed_len: usize,
 }
@@ -335,9 +339,19 @@ pub(crate) struct RecordParts<'a> {
 #[inline]
 fn opt_len(b: Option<&[u8]>) -> usize {
     match b {
-        Some(b) => varint_len(b.len() as i64) + b.len(),
+        Some(b) => count_len(b.len()) + b.len(),
         None => 1,
     }
+}
+
+/// `varint_len(n as i64)` for a length or count (never negative in
+/// memory: a slice holds at most `isize::MAX` bytes, so the zig-zag is
+/// `2n`).
+#[inline]
+fn count_len(n: usize) -> usize {
+    let z = (n as u64) << 1;
+    let bits = 64 - (z | 1).leading_zeros() as usize;
+    (bits * 9 + 64) / 64
 }
 
 impl<'a> RecordParts<'a> {
@@ -349,7 +363,7 @@ impl<'a> RecordParts<'a> {
     ) -> Self {
         // attributes + key + value + header count + headers
         let mut fixed_len = 1 + opt_len(key) + opt_len(value);
-        fixed_len += varint_len(headers.len() as i64);
+        fixed_len += count_len(headers.len());
         for (name, v) in headers {
             fixed_len += opt_len(Some(name.as_bytes())) + opt_len(Some(v));
         }
@@ -361,13 +375,35 @@ impl<'a> RecordParts<'a> {
         }
     }
 
+    /// The key; `None` for a null key.
+    #[inline]
+    pub(crate) fn key(&self) -> Option<&'a [u8]> {
+        self.key
+    }
+
+    /// The value; `None` for a null value (a tombstone).
+    #[inline]
+    pub(crate) fn value(&self) -> Option<&'a [u8]> {
+        self.value
+    }
+
     /// Bytes after the `length` field for the given deltas.
     #[inline]
     pub(crate) fn body_len(&self, timestamp_delta: i64, offset_delta: i32) -> usize {
         self.fixed_len + varint_len(timestamp_delta) + varint_len(offset_delta as i64)
     }
 
+    /// Whether the record with both deltas 0 takes at most `max` bytes
+    /// (`encoded_len(0, 0) <= max`).
+    #[inline]
+    pub(crate) fn fits(&self, max: usize) -> bool {
+        // The deltas take a byte each and the length prefix at most 10:
+        // most records are far enough below `max` to need nothing more.
+        self.fixed_len + 12 <= max || self.encoded_len(0, 0) <= max
+    }
+
     /// Bytes of the record including its `length` prefix.
+    #[inline]
     pub(crate) fn encoded_len(&self, timestamp_delta: i64, offset_delta: i32) -> usize {
         let body = self.body_len(timestamp_delta, offset_delta);
         varint_len(body as i64) + body
@@ -383,7 +419,7 @@ impl<'a> RecordParts<'a> {
 
     /// [`encode`](Self::encode) with the body length already computed by
     /// [`body_len`](Self::body_len) for the same deltas.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn encode_body(
         &self,
         dst: &mut [u8],
@@ -404,6 +440,125 @@ impl<'a> RecordParts<'a> {
             p = put_opt(dst, p, Some(value));
         }
         p
+    }
+}
+
+impl RecordParts<'_> {
+    /// Writes the record at the start of `dst` if it fits there, and
+    /// returns its length (what [`encoded_len`](Self::encoded_len) gives);
+    /// `None`, writing nothing, if `dst` is too short. The same bytes as
+    /// [`encode_body`](Self::encode_body), without a bounds check per field.
+    #[inline(always)]
+    pub(crate) fn encode_into(
+        &self,
+        dst: &mut [u8],
+        timestamp_delta: i64,
+        offset_delta: i32,
+    ) -> Option<usize> {
+        let body = self.body_len(timestamp_delta, offset_delta);
+        let len = count_len(body) + body;
+        if dst.len() < len {
+            return None;
+        }
+        let start = dst.as_mut_ptr();
+        // SAFETY: every write below lands in `start..start + len`, which is
+        // within `dst` (checked above): `len` counts the length prefix and
+        // `body` bytes, and `body_len` adds to `fixed_len` (attributes, key,
+        // value, header count and headers, computed by `new` from these
+        // same fields, which nothing can change since) the two deltas
+        // written here. Each `put_*` writes exactly the bytes `varint_len`,
+        // `count_len` or `opt_len` counts for its field.
+        unsafe {
+            let mut p = put_count_raw(start, body);
+            *p = 0;
+            p = p.add(1);
+            p = put_varint_raw(p, timestamp_delta);
+            p = put_varint_raw(p, offset_delta as i64);
+            p = put_opt_raw(p, self.key);
+            p = put_opt_raw(p, self.value);
+            p = put_count_raw(p, self.headers.len());
+            for (name, value) in self.headers {
+                p = put_opt_raw(p, Some(name.as_bytes()));
+                p = put_opt_raw(p, Some(value));
+            }
+            debug_assert_eq!(p.offset_from(start), len as isize);
+        }
+        Some(len)
+    }
+}
+
+/// [`write_varint`] through a raw pointer; returns the pointer after it.
+///
+/// # Safety
+///
+/// `p` must be valid for writes of `varint_len(v)` bytes.
+#[inline(always)]
+unsafe fn put_varint_raw(p: *mut u8, v: i64) -> *mut u8 {
+    // SAFETY: passed on from the caller.
+    unsafe { put_zigzag_raw(p, ((v << 1) ^ (v >> 63)) as u64) }
+}
+
+/// [`put_varint_raw`] of a length or count (see [`count_len`]).
+///
+/// # Safety
+///
+/// `p` must be valid for writes of `count_len(n)` bytes.
+#[inline(always)]
+unsafe fn put_count_raw(p: *mut u8, n: usize) -> *mut u8 {
+    // SAFETY: passed on from the caller.
+    unsafe { put_zigzag_raw(p, (n as u64) << 1) }
+}
+
+/// Writes the zig-zag encoded value `z`, 7 bits a byte.
+///
+/// # Safety
+///
+/// `p` must be valid for writes of one byte per started 7 bits of `z`
+/// (at least one).
+#[inline(always)]
+unsafe fn put_zigzag_raw(p: *mut u8, mut z: u64) -> *mut u8 {
+    // SAFETY: the caller provides one byte per 7 bits of `z`, which is
+    // what these writes take.
+    unsafe {
+        if z < 0x80 {
+            *p = z as u8;
+            return p.add(1);
+        }
+        // Two bytes: record lengths, value lengths and offset deltas of
+        // typical records.
+        if z < 0x4000 {
+            *p = (z as u8) | 0x80;
+            *p.add(1) = (z >> 7) as u8;
+            return p.add(2);
+        }
+        let mut p = p;
+        while z >= 0x80 {
+            *p = (z as u8) | 0x80;
+            z >>= 7;
+            p = p.add(1);
+        }
+        *p = z as u8;
+        p.add(1)
+    }
+}
+
+/// A length-prefixed field (`-1` for `None`) through a raw pointer.
+///
+/// # Safety
+///
+/// `p` must be valid for writes of `opt_len(b)` bytes and not overlap `b`.
+#[inline(always)]
+unsafe fn put_opt_raw(p: *mut u8, b: Option<&[u8]>) -> *mut u8 {
+    // SAFETY: `opt_len(b)` bytes are the length varint and the bytes of `b`.
+    unsafe {
+        match b {
+            None => put_varint_raw(p, -1),
+            Some(b) => {
+                let p = put_count_raw(p, b.len());
+                std::ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
+                p.add(b.len())
+            }
+        }
     }
 }
 
@@ -832,6 +987,46 @@ mod tests {
         assert_eq!(&open[..scan.len], &sealed[..]);
         // A sealed batch is not mistaken for an open one.
         assert!(scan_open_batch(&sealed).is_none());
+    }
+
+    #[test]
+    fn encode_into_writes_what_encode_writes_or_nothing() {
+        let headers = [
+            ("trace".to_string(), Bytes::from_static(b"42")),
+            ("e".to_string(), Bytes::new()),
+        ];
+        let long = vec![7u8; 300];
+        let keys: [Option<&[u8]>; 3] = [None, Some(b""), Some(&long)];
+        let values: [Option<&[u8]>; 3] = [None, Some(b"v"), Some(&long)];
+        for key in keys {
+            for value in values {
+                for hs in [&headers[..], &[]] {
+                    for (ts_delta, off_delta) in [
+                        (0, 0),
+                        (-1, 63),
+                        (64, 64),
+                        (1 << 40, 1 << 20),
+                        (i64::MIN, i32::MAX),
+                    ] {
+                        let parts = RecordParts::new(key, value, hs);
+                        let size = parts.encoded_len(0, 0);
+                        for max in [size - 1, size, size + 1, size + 11, size + 12] {
+                            assert_eq!(parts.fits(max), size <= max, "max {max}, size {size}");
+                        }
+                        let len = parts.encoded_len(ts_delta, off_delta);
+                        let mut want = vec![0u8; len];
+                        assert_eq!(parts.encode(&mut want, ts_delta, off_delta), len);
+                        let mut got = vec![0xaau8; len + 3];
+                        assert_eq!(parts.encode_into(&mut got, ts_delta, off_delta), Some(len));
+                        assert_eq!(&got[..len], &want[..]);
+                        assert_eq!(&got[len..], &[0xaa; 3]);
+                        let mut short = vec![0xaau8; len - 1];
+                        assert_eq!(parts.encode_into(&mut short, ts_delta, off_delta), None);
+                        assert!(short.iter().all(|&b| b == 0xaa));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -692,15 +692,14 @@ impl PartitionLog {
         self.check_writable(&st)?;
         let segments_before = st.closed.len();
         st.changed = true;
+        let mut records = records.into_iter();
         let result = (|| {
-            for (parts, ts) in records {
-                let offset = match st.append_fast(&parts, ts) {
-                    Some(offset) => offset,
-                    None => {
-                        st.commit_open_count();
-                        st.append_one(&self.dir, self.limits, parts, ts, None)?
-                    }
-                };
+            // Runs of records go straight into the open batch; a record that
+            // does not fit (or finds no open batch) takes the general path,
+            // which seals, grows or rolls, and opens the next batch.
+            while let Some((parts, ts)) = st.append_run(&mut records, &mut on_append) {
+                st.commit_open_count();
+                let offset = st.append_one(&self.dir, self.limits, parts, ts, None)?;
                 on_append(offset, ts);
             }
             Ok(st.next_offset)
@@ -2162,37 +2161,69 @@ impl State {
         }
     }
 
-    /// Appends a record that fits the open batch and the allocated part of
-    /// the file; `None` when it needs the general path. The batch header's
-    /// count is left for [`commit_open_count`](Self::commit_open_count),
-    /// which runs before the lock is released.
+    /// Appends records from `records` to the open batch while they fit it
+    /// and the allocated part of the file, calling `on_append(offset,
+    /// timestamp)` for each; returns the first record that needs the
+    /// general path (no open batch, an idempotent producer's batch, a full
+    /// batch or file), or `None` once `records` is exhausted. The batch
+    /// header's count is left for
+    /// [`commit_open_count`](Self::commit_open_count), which runs before the
+    /// lock is released.
     #[inline]
-    fn append_fast(&mut self, parts: &RecordParts<'_>, ts: i64) -> Option<u64> {
-        let offset = self.next_offset;
+    fn append_run<'r>(
+        &mut self,
+        records: &mut impl Iterator<Item = (RecordParts<'r>, i64)>,
+        on_append: &mut impl FnMut(u64, i64),
+    ) -> Option<(RecordParts<'r>, i64)> {
         let a = &mut self.active;
-        let open = a.open.as_mut()?;
-        let off_delta = offset - open.base_offset;
-        if off_delta >= i32::MAX as u64 || open.producer.is_some() {
-            return None;
-        }
-        let ts_delta = ts - open.base_timestamp;
-        let body = parts.body_len(ts_delta, off_delta as i32);
-        let len = (varint_len(body as i64) + body) as u64;
-        if a.write_pos - open.start + len > BATCH_TARGET_BYTES || a.write_pos + len > a.allocated {
-            return None;
-        }
-        // SAFETY: `write_pos..write_pos+len` is within the allocated file
-        // (checked above; `allocated <= capacity`) and beyond everything
-        // published to readers; we hold the state lock.
-        let dst = unsafe {
-            std::slice::from_raw_parts_mut(a.map.mut_ptr().add(a.write_pos as usize), len as usize)
+        let Some(open) = a.open.as_mut().filter(|o| o.producer.is_none()) else {
+            return records.next();
         };
-        parts.encode_body(dst, body, ts_delta, off_delta as i32);
-        open.count += 1;
-        open.max_timestamp = open.max_timestamp.max(ts);
-        a.write_pos += len;
-        self.next_offset += 1;
-        Some(offset)
+        // The free bytes the batch may still take: up to its target size
+        // and the allocated end of the file (a first record may already
+        // have taken the batch past its target).
+        let start = a.write_pos;
+        let end = (open.start + BATCH_TARGET_BYTES)
+            .min(a.allocated)
+            .max(start);
+        // SAFETY: `start..end` is within the allocated file (`allocated <=
+        // capacity`, the map's length) and beyond everything published to
+        // readers (they see bytes below `write_pos` only); we hold the state
+        // lock, so no other writer exists while `window` lives.
+        let window = unsafe {
+            std::slice::from_raw_parts_mut(
+                a.map.mut_ptr().add(start as usize),
+                (end - start) as usize,
+            )
+        };
+        let (base_offset, base_timestamp) = (open.base_offset, open.base_timestamp);
+        let first = self.next_offset;
+        let mut offset = first;
+        let mut pos = 0usize;
+        let mut max_timestamp = open.max_timestamp;
+        let mut rest = None;
+        for (parts, ts) in records.by_ref() {
+            let off_delta = offset - base_offset;
+            let written = match off_delta < i32::MAX as u64 {
+                true => {
+                    parts.encode_into(&mut window[pos..], ts - base_timestamp, off_delta as i32)
+                }
+                false => None,
+            };
+            let Some(len) = written else {
+                rest = Some((parts, ts));
+                break;
+            };
+            pos += len;
+            max_timestamp = max_timestamp.max(ts);
+            on_append(offset, ts);
+            offset += 1;
+        }
+        open.count += (offset - first) as u32;
+        open.max_timestamp = max_timestamp;
+        a.write_pos += pos as u64;
+        self.next_offset = offset;
+        rest
     }
 
     /// Stores the open batch's record count in its header, after the
