@@ -1313,6 +1313,26 @@ impl PartitionLog {
 
     /// Appends up to `max` messages from `from` to `out`.
     pub(crate) fn read_into(&self, from: u64, max: usize, out: &mut Vec<Message>) -> Result<()> {
+        if max == 0 {
+            // No records wanted, but the offset is still checked.
+            let st = self.state.lock();
+            if st.deleted {
+                return Err(Error::UnknownTopic {
+                    topic: self.topic.to_string(),
+                });
+            }
+            let (start, end) = (st.start_offset(), st.next_offset);
+            if from < start || from > end {
+                return Err(Error::OffsetOutOfRange {
+                    topic: self.topic.to_string(),
+                    partition: self.partition,
+                    offset: from,
+                    start,
+                    end,
+                });
+            }
+            return Ok(());
+        }
         let max = out.len().saturating_add(max);
         let mut next = from;
         let mut first = true;
@@ -2369,6 +2389,23 @@ mod tests {
             let value = vec![(i % 251) as u8; value_len];
             let parts = RecordParts::new(Some(key.as_bytes()), Some(&value), &[]);
             log.append([(parts, 1_000 + i as i64)], |_, _| {}).unwrap();
+        }
+    }
+
+    /// Regression: a read of zero records returned `Ok(vec![])` for any
+    /// offset, even past the end, skipping the range check `read` documents.
+    #[test]
+    fn a_read_of_zero_records_still_checks_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap();
+        append_n(&log, 0, 3, 10);
+        assert!(log.read(3, 0).unwrap().is_empty());
+        assert!(log.read(0, 0).unwrap().is_empty());
+        for past in [4, u64::MAX] {
+            assert!(
+                matches!(log.read(past, 0), Err(Error::OffsetOutOfRange { offset, end: 3, .. }) if offset == past),
+                "read({past}, 0)"
+            );
         }
     }
 
