@@ -991,7 +991,9 @@ impl PartitionLog {
                 let seg = &eligible[start + i];
                 ends[start + i] <= clean_offset
                     && io::modified_ms(&seg.log_path).is_some_and(|m| {
-                        m.saturating_add(settings.delete_retention_ms as i64) < settings.now_ms
+                        // Clamped: u64::MAX ms (Duration::MAX) must not wrap to -1.
+                        let keep = settings.delete_retention_ms.min(i64::MAX as u64) as i64;
+                        m.saturating_add(keep) < settings.now_ms
                     })
             };
             self.swap_in(
@@ -2716,6 +2718,28 @@ mod tests {
             left.is_empty(),
             "tombstones past delete_retention remain at {left:?}"
         );
+    }
+
+    /// Regression: `delete_retention_ms` of `u64::MAX` (what
+    /// `delete_retention(Duration::MAX)` becomes) wrapped to -1 ms, so the
+    /// second compaction dropped tombstones it should keep forever.
+    #[test]
+    fn tombstones_stay_with_the_longest_delete_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, COMPACTED).unwrap();
+        append_keyed(&log, 0, 1064, 10);
+        let tombstones = |log: &PartitionLog| {
+            log.read(log.start_offset(), usize::MAX)
+                .unwrap()
+                .iter()
+                .filter(|m| m.value().is_none())
+                .count()
+        };
+        log.compact(compact_settings(u64::MAX)).unwrap();
+        let first = tombstones(&log);
+        assert!(first > 0);
+        log.compact(compact_settings(u64::MAX)).unwrap();
+        assert_eq!(tombstones(&log), first, "tombstones dropped");
     }
 
     #[test]
