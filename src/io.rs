@@ -391,6 +391,22 @@ pub(crate) mod faults {
         CRASH_COMPRESSION.with(|c| c.replace(false))
     }
 
+    thread_local! {
+        static AFTER_READ_PLAN: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f` once, in the next read on this thread, between planning
+    /// which segment to read and reading it (to race retention with it).
+    pub(crate) fn after_next_read_plan(f: impl FnOnce() + 'static) {
+        AFTER_READ_PLAN.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    pub(crate) fn run_after_read_plan() {
+        if let Some(f) = AFTER_READ_PLAN.with(|h| h.borrow_mut().take()) {
+            f();
+        }
+    }
+
     pub(super) fn take_fsync_failure(path: &Path) -> Option<std::io::Error> {
         FAIL_FSYNC.with(|f| {
             let mut f = f.borrow_mut();

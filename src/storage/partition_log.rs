@@ -1335,9 +1335,9 @@ impl PartitionLog {
             }
             return Ok(());
         }
-        let max = out.len().saturating_add(max);
+        let initial = out.len();
+        let max = initial.saturating_add(max);
         let mut next = from;
-        let mut first = true;
         while out.len() < max {
             let plan = {
                 let st = self.state.lock();
@@ -1348,11 +1348,14 @@ impl PartitionLog {
                 }
                 let (start, end) = (st.start_offset(), st.next_offset);
                 if next < start || next > end {
-                    if first || next > end {
+                    // Nothing read yet, also when retention deleted the
+                    // segment planned before it could be read: the offset
+                    // is gone, which is an error, not an empty read.
+                    if out.len() == initial || next > end {
                         return Err(Error::OffsetOutOfRange {
                             topic: self.topic.to_string(),
                             partition: self.partition,
-                            offset: next,
+                            offset: if out.len() == initial { from } else { next },
                             start,
                             end,
                         });
@@ -1365,7 +1368,8 @@ impl PartitionLog {
                 }
                 st.plan_read(next)
             };
-            first = false;
+            #[cfg(test)]
+            io::faults::run_after_read_plan();
             if out.capacity() == 0 {
                 out.reserve(max.min(1024));
             }
@@ -2409,6 +2413,27 @@ mod tests {
                 "read({past}, 0)"
             );
         }
+    }
+
+    /// Regression: when retention deleted the segment a read had just
+    /// planned to start in, the read returned `Ok(vec![])` for an offset
+    /// below the end instead of `Error::OffsetOutOfRange` (found by
+    /// tests/stress.rs).
+    #[test]
+    fn a_read_whose_segment_retention_deletes_is_out_of_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap());
+        append_n(&log, 0, 200, 1000);
+        let active = log.state.lock().active.seg.base_offset;
+        assert!(active > 0, "no segment rolled");
+        let l = Arc::clone(&log);
+        crate::io::faults::after_next_read_plan(move || l.delete_before(active).unwrap());
+        let r = log.read(0, 10);
+        assert!(
+            matches!(r, Err(Error::OffsetOutOfRange { offset: 0, start, .. }) if start == active),
+            "{r:?}"
+        );
+        assert_eq!(log.read(active, 5).unwrap()[0].offset(), active);
     }
 
     fn check_all(log: &PartitionLog, n: usize, value_len: usize) {
