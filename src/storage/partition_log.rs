@@ -2173,19 +2173,36 @@ impl State {
     }
 
     /// Closes the active segment and starts a new one at `next_offset`.
+    ///
+    /// Every step that can fail (a full disk, no file descriptor left) comes
+    /// before any change: a failed roll leaves the active segment as it was
+    /// (its file not cut, still mapped for appends) and no new files, so the
+    /// next append simply tries again.
     fn roll(&mut self, dir: &Path, limits: Limits) -> Result<()> {
         self.seal_open();
+        let new_active = Active::create(dir, self.next_offset, limits)?;
         let a = &mut self.active;
-        let old_file = DataFile::open(&a.seg.log_path, false)?;
-        old_file.truncate(a.write_pos)?;
-        // The indexes are fsynced with the segment by the background flush;
-        // until then the segment is after the recovery point, and recovery
-        // rebuilds them.
-        self.unsynced.extend(write_index_files(&a.seg, &a.ix)?);
+        let prepared = (|| {
+            let old_file = DataFile::open(&a.seg.log_path, false)?;
+            // The indexes are fsynced with the segment by the background
+            // flush; until then the segment is after the recovery point, and
+            // recovery rebuilds them.
+            let index_files = write_index_files(&a.seg, &a.ix)?;
+            old_file.truncate(a.write_pos)?;
+            Ok((old_file, index_files))
+        })();
+        let (old_file, index_files) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                new_active.remove_files();
+                return Err(e);
+            }
+        };
+        self.unsynced.extend(index_files);
+        let a = &mut self.active;
         let mut ix = a.ix.clone();
         ix.add_time_entry(a.seg.base_offset);
         a.seg.set_closed(a.write_pos, Some(ix.max_timestamp));
-        let new_active = Active::create(dir, self.next_offset, limits)?;
         let old = std::mem::replace(&mut self.active, new_active);
         self.unsynced.push(Arc::new(old_file));
         self.closed.push(old.seg);
@@ -2195,14 +2212,40 @@ impl State {
 }
 
 impl Active {
+    /// A new, empty segment; on failure, no file of it is left behind.
     fn create(dir: &Path, base_offset: u64, limits: Limits) -> Result<Active> {
         let segment_bytes = limits.segment_bytes;
         let seg = Segment::new(dir, base_offset, limits.compacted);
         let file = DataFile::create_new(&seg.log_path)?;
-        DataFile::open(&seg.index_path, true)?;
-        DataFile::open(&seg.timeindex_path, true)?;
-        seg.set_verified_from(0);
-        Active::with_file(seg, file, 0, IndexBuilder::new(), segment_bytes)
+        let paths = [
+            seg.log_path.clone(),
+            seg.index_path.clone(),
+            seg.timeindex_path.clone(),
+        ];
+        let created = (|| {
+            DataFile::open(&seg.index_path, true)?;
+            DataFile::open(&seg.timeindex_path, true)?;
+            seg.set_verified_from(0);
+            Active::with_file(seg, file, 0, IndexBuilder::new(), segment_bytes)
+        })();
+        if created.is_err() {
+            for p in paths {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        created
+    }
+
+    /// Removes the files of a segment [`create`](Self::create) made and
+    /// that was never used.
+    fn remove_files(self) {
+        for p in [
+            &self.seg.log_path,
+            &self.seg.index_path,
+            &self.seg.timeindex_path,
+        ] {
+            let _ = std::fs::remove_file(p);
+        }
     }
 
     fn resume(seg: Segment, len: u64, ix: IndexBuilder, segment_bytes: u64) -> Result<Active> {
@@ -2434,6 +2477,74 @@ mod tests {
             "{r:?}"
         );
         assert_eq!(log.read(active, 5).unwrap()[0].offset(), active);
+    }
+
+    /// Regression: a roll that failed (here: no file descriptor left to
+    /// open a file of the new segment) had already cut the active segment's
+    /// file to its length and marked it closed, and left the new segment's
+    /// `.log` behind. Every later roll failed ("file exists"), and appends
+    /// that still fitted went into the map past the end of the cut file,
+    /// where they were lost or read back as zeros ("magic 0 is not 2").
+    /// Found by tests/stress.rs running out of file descriptors.
+    #[test]
+    fn a_failed_roll_changes_nothing_and_the_next_append_rolls() {
+        let limits = Limits {
+            segment_bytes: 16 * 1024,
+            ..LIMITS
+        };
+        let append = |log: &PartitionLog, i: usize, len: usize| {
+            let key = format!("key-{i}");
+            let value = vec![i as u8; len];
+            let parts = RecordParts::new(Some(key.as_bytes()), Some(&value), &[]);
+            log.append([(parts, 1_000 + i as i64)], |o, _| assert_eq!(o, i as u64))
+        };
+        // Each step of the roll that can fail: a file of the new segment
+        // (named 12: 12 records of 1000 bytes fill the first one), then the
+        // old segment's log and index files.
+        for suffix in [
+            "00000000000000000012.timeindex",
+            "00000000000000000012.log",
+            "00000000000000000000.log",
+            "00000000000000000000.index",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
+            let mut lens = Vec::new();
+            for i in 0..12 {
+                append(&log, i, 1000).unwrap();
+                lens.push(1000);
+            }
+            // 8000 bytes do not fit what is left: the append must roll.
+            crate::io::faults::fail_next_open(suffix);
+            let r = append(&log, 12, 8000);
+            assert!(matches!(r, Err(Error::Io { .. })), "{suffix}: {r:?}");
+            assert_eq!(log.end_offset(), 12, "{suffix}");
+            // Small records still fit the active segment; then it rolls.
+            for (i, len) in (12..).zip([10, 10, 10, 8000, 8000, 10]) {
+                append(&log, i, len).unwrap_or_else(|e| panic!("{suffix}: append {i}: {e}"));
+                lens.push(len);
+            }
+            assert!(
+                !log.state.lock().closed.is_empty(),
+                "{suffix}: never rolled"
+            );
+            let check = |log: &PartitionLog, when: &str| {
+                let msgs = log.read(0, usize::MAX).unwrap();
+                assert_eq!(msgs.len(), lens.len(), "{suffix} {when}");
+                for (i, (m, &len)) in msgs.iter().zip(&lens).enumerate() {
+                    assert_eq!(m.offset(), i as u64);
+                    assert_eq!(
+                        m.value(),
+                        Some(&vec![i as u8; len][..]),
+                        "{suffix} {when}: {i}"
+                    );
+                }
+            };
+            check(&log, "before reopening");
+            drop(log);
+            // After a crash (no clean close) too, byte for byte.
+            check(&reopen_with(dir.path(), limits), "after reopening");
+        }
     }
 
     fn check_all(log: &PartitionLog, n: usize, value_len: usize) {
