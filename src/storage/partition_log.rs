@@ -1167,9 +1167,15 @@ impl PartitionLog {
                 result = Err((self.dir.clone(), e));
             }
         }
-        result.map_err(|(path, e)| {
-            self.state.lock().failed = Some((path, e.to_string()));
-            e
+        result.or_else(|(path, e)| {
+            let mut st = self.state.lock();
+            if st.deleted {
+                // The topic was deleted meanwhile (its directory is gone):
+                // nothing is left to make durable, and nothing failed.
+                return Ok(());
+            }
+            st.failed = Some((path, e.to_string()));
+            Err(e)
         })
     }
 
@@ -2545,6 +2551,23 @@ mod tests {
             // After a crash (no clean close) too, byte for byte.
             check(&reopen_with(dir.path(), limits), "after reopening");
         }
+    }
+
+    /// Regression: `Log::sync` (and the background fsync of rolled
+    /// segments) racing `delete_topic` failed with `Error::Io` ("open
+    /// directory ...: No such file or directory") and marked the deleted
+    /// partition failed; `log.sync()` then kept returning that error until
+    /// the partition was dropped. Found by tests/stress.rs.
+    #[test]
+    fn syncing_a_partition_deleted_meanwhile_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap();
+        append_n(&log, 0, 200, 1000); // rolls: rolled files and the directory to sync
+        assert!(!log.state.lock().unsynced.is_empty());
+        log.delete_files().unwrap();
+        log.sync().unwrap();
+        log.flush_rolled().unwrap();
+        assert!(log.state.lock().failed.is_none());
     }
 
     fn check_all(log: &PartitionLog, n: usize, value_len: usize) {
