@@ -1441,7 +1441,11 @@ impl PartitionLog {
             return Ok(true); // empty segment
         };
         let len = seg.closed_len();
-        let (pos, expect) = seg.closed_lookup(from)?;
+        let (pos, expect) = match seg.closed_lookup(from) {
+            Ok(found) => found,
+            Err(_) if seg.is_deleted() => return Ok(false),
+            Err(e) => return Err(e),
+        };
         let before = out.len();
         match self.read_region(seg, &map, pos, len, from, max, expect, limit, out) {
             Err(ReadError::IndexMismatch) => {
@@ -1597,7 +1601,11 @@ impl PartitionLog {
             if seg.closed_max_timestamp()? < ts {
                 continue;
             }
-            let after = seg.closed_time_floor(ts)?;
+            let after = match seg.closed_time_floor(ts) {
+                Ok(after) => after,
+                Err(_) if seg.is_deleted() => continue, // retention took it
+                Err(e) => return Err(e),
+            };
             let from = after.map_or(seg.base_offset, |o| o + 1);
             if let Some(o) = self.first_at_or_after(from, ts, Some(seg))? {
                 return Ok(Some(o));
@@ -2568,6 +2576,34 @@ mod tests {
         log.sync().unwrap();
         log.flush_rolled().unwrap();
         assert!(log.state.lock().failed.is_none());
+    }
+
+    /// Regression: a read that had mapped a closed segment just before
+    /// retention deleted it went on to load the segment's index, found the
+    /// files gone, "rebuilt" an empty index (writing stray index files into
+    /// the partition directory) and failed with `Error::Corrupt` ("rebuilt
+    /// index failed its own check"). Found by tests/stress.rs.
+    #[test]
+    fn index_lookups_in_a_segment_deleted_meanwhile_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap();
+        append_n(&log, 0, 200, 1000);
+        let (seg, active) = {
+            let st = log.state.lock();
+            (Arc::clone(&st.closed[0]), st.active.seg.base_offset)
+        };
+        let _map = seg.closed_map().unwrap().unwrap(); // what the reader holds
+        log.delete_before(active).unwrap();
+        let r = seg.closed_lookup(5);
+        assert!(!matches!(r, Err(Error::Corrupt { .. }) | Ok(_)), "{r:?}");
+        let r = seg.closed_time_floor(1_005);
+        assert!(!matches!(r, Err(Error::Corrupt { .. }) | Ok(_)), "{r:?}");
+        assert!(!seg.index_path.exists() && !seg.timeindex_path.exists());
+        assert!(matches!(
+            log.read(0, 1),
+            Err(Error::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(active));
     }
 
     fn check_all(log: &PartitionLog, n: usize, value_len: usize) {
