@@ -656,6 +656,12 @@ impl PartitionLog {
     }
 
     fn check_writable(&self, st: &State) -> Result<()> {
+        if st.deleted {
+            // Its topic was deleted (shut too, but the log is not closed).
+            return Err(Error::UnknownTopic {
+                topic: self.topic.to_string(),
+            });
+        }
         if st.shut {
             return Err(self.closed_error());
         }
@@ -2604,6 +2610,31 @@ mod tests {
             Err(Error::OffsetOutOfRange { .. })
         ));
         assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(active));
+    }
+
+    /// Regression: an append that passed its topic handle's "deleted"
+    /// check just before `delete_topic` removed the partition failed with
+    /// `Error::Closed` ("log is closed"), though the log was open; deleted
+    /// topics answer `Error::UnknownTopic`. Found by tests/stress.rs.
+    #[test]
+    fn appending_to_a_deleted_partition_is_unknown_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap();
+        append_n(&log, 0, 3, 10);
+        log.delete_files().unwrap();
+        let parts = RecordParts::new(None, Some(b"v"), &[]);
+        let r = log.append([(parts, 0)], |_, _| {});
+        assert!(
+            matches!(&r, Err(Error::UnknownTopic { topic }) if topic == "t"),
+            "{r:?}"
+        );
+        let b = ProducerBatch {
+            producer_id: 1,
+            epoch: 0,
+            base_sequence: 0,
+        };
+        let r = log.append_idempotent(b, &[(parts, 0)], |_, _| {});
+        assert!(matches!(r, Err(Error::UnknownTopic { .. })), "{r:?}");
     }
 
     fn check_all(log: &PartitionLog, n: usize, value_len: usize) {
