@@ -286,7 +286,8 @@ impl TopicConfig {
                 self.segment_bytes
             ));
         }
-        let smallest = self.max_record_bytes as u64 + BATCH_HEADER_BYTES as u64;
+        // Saturating: `max_record_bytes(usize::MAX)` must be an error, not an overflow.
+        let smallest = (self.max_record_bytes as u64).saturating_add(BATCH_HEADER_BYTES as u64);
         if self.segment_bytes < smallest {
             return fail(format!(
                 "segment_bytes {} is smaller than one record of max_record_bytes {} plus a \
@@ -347,6 +348,7 @@ mod tests {
             TopicConfig::default().segment_bytes(100),
             TopicConfig::default().segment_bytes(MAX_SEGMENT_BYTES + 1),
             TopicConfig::default().max_record_bytes(0),
+            TopicConfig::default().max_record_bytes(usize::MAX),
             TopicConfig::default()
                 .replication_factor(2)
                 .min_insync_replicas(3),

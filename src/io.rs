@@ -211,6 +211,10 @@ pub(crate) struct DataFile {
 impl DataFile {
     /// Creates a new, empty file (fails if it exists).
     pub(crate) fn create_new(path: &Path) -> Result<DataFile> {
+        #[cfg(test)]
+        if let Some(e) = faults::take_open_failure(path) {
+            return Err(Error::io("create", path, e));
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -225,6 +229,10 @@ impl DataFile {
 
     /// Opens an existing file, or creates it when `create` is set.
     pub(crate) fn open(path: &Path, create: bool) -> Result<DataFile> {
+        #[cfg(test)]
+        if let Some(e) = faults::take_open_failure(path) {
+            return Err(Error::io("open", path, e));
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -389,6 +397,43 @@ pub(crate) mod faults {
 
     pub(crate) fn compression_crash_due() -> bool {
         CRASH_COMPRESSION.with(|c| c.replace(false))
+    }
+
+    thread_local! {
+        static FAIL_OPEN: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Makes the next open of a segment or index file ending in `suffix` on
+    /// this thread fail with EMFILE (no file descriptor left).
+    pub(crate) fn fail_next_open(suffix: &str) {
+        FAIL_OPEN.with(|f| f.borrow_mut().push(suffix.to_owned()));
+    }
+
+    pub(super) fn take_open_failure(path: &Path) -> Option<std::io::Error> {
+        FAIL_OPEN.with(|f| {
+            let mut f = f.borrow_mut();
+            let i = f
+                .iter()
+                .position(|s| path.to_string_lossy().ends_with(s.as_str()))?;
+            f.remove(i);
+            Some(std::io::Error::from_raw_os_error(libc::EMFILE))
+        })
+    }
+
+    thread_local! {
+        static AFTER_READ_PLAN: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f` once, in the next read on this thread, between planning
+    /// which segment to read and reading it (to race retention with it).
+    pub(crate) fn after_next_read_plan(f: impl FnOnce() + 'static) {
+        AFTER_READ_PLAN.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    pub(crate) fn run_after_read_plan() {
+        if let Some(f) = AFTER_READ_PLAN.with(|h| h.borrow_mut().take()) {
+            f();
+        }
     }
 
     pub(super) fn take_fsync_failure(path: &Path) -> Option<std::io::Error> {

@@ -89,9 +89,12 @@ impl ProducerConfig {
 /// sequences are spent) and not the rest; retrying the whole call would
 /// write those groups again, so retry it per partition, or send one
 /// partition's records per call when retries matter. A group that failed
-/// part-way (an I/O error in the middle of a roll) stays written up to the
-/// failure; the partition is then read-only (see
-/// [`SyncPolicy`](crate::SyncPolicy)), and a retry gets an error.
+/// part-way (a segment roll that found no file descriptor or disk space)
+/// stays written up to the failure, and those sequences are spent: a retry
+/// of the group gets [`Error::OutOfOrderSequence`](crate::Error::OutOfOrderSequence),
+/// so this handle can no longer write to that partition — send the
+/// remaining records from a new `Producer`. (Noticed, left: Kafka's
+/// producer would bump its epoch here instead.)
 ///
 /// # Transactions
 ///

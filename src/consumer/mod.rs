@@ -456,7 +456,8 @@ impl Consumer {
     /// waiting for another member) and auto-commits when enabled.
     pub fn poll(&mut self, timeout: Duration) -> Result<Vec<Message>> {
         self.check_usable()?;
-        let deadline = Instant::now() + timeout;
+        // `None`: too far to represent (`Duration::MAX`), i.e. no deadline.
+        let deadline = Instant::now().checked_add(timeout);
         let mut first = true;
         loop {
             let seen = self.notify.generation();
@@ -470,13 +471,17 @@ impl Consumer {
             }
             let msgs = self.fetch()?;
             let now = Instant::now();
-            if !msgs.is_empty() || now >= deadline {
+            if !msgs.is_empty() || deadline.is_some_and(|d| now >= d) {
                 return Ok(msgs);
             }
             // Wake at least three times per session timeout so a long poll
             // keeps the membership alive.
-            self.notify
-                .wait(seen, deadline.min(now + self.config.session_timeout / 3));
+            let wake = now.checked_add(self.config.session_timeout / 3);
+            let until = match (deadline, wake) {
+                (Some(d), Some(w)) => d.min(w),
+                (d, w) => d.or(w).unwrap_or(now + Duration::from_secs(3600)),
+            };
+            self.notify.wait(seen, until);
         }
     }
 
@@ -971,5 +976,32 @@ impl Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         let _ = self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Log, TopicConfig};
+
+    /// Regression: `poll(Duration::MAX)` and a `session_timeout` of
+    /// `Duration::MAX` panicked adding the duration to `Instant::now()`.
+    #[test]
+    fn durations_too_long_for_an_instant_mean_no_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path()).unwrap();
+        let t = log.create_topic("t", TopicConfig::default()).unwrap();
+        t.append("k", "v").unwrap();
+        let mut c = log
+            .consumer_with(
+                ConsumerConfig::new("g")
+                    .auto_offset_reset(OffsetReset::Earliest)
+                    .session_timeout(Duration::MAX),
+            )
+            .unwrap();
+        c.subscribe(&["t"]).unwrap();
+        assert_eq!(c.poll(Duration::MAX).unwrap().len(), 1);
+        // Nothing to read: a long (not endless) timeout with an endless session.
+        assert!(c.poll(Duration::from_millis(20)).unwrap().is_empty());
     }
 }

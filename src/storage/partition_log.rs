@@ -668,6 +668,12 @@ impl PartitionLog {
     }
 
     fn check_writable(&self, st: &State) -> Result<()> {
+        if st.deleted {
+            // Its topic was deleted (shut too, but the log is not closed).
+            return Err(Error::UnknownTopic {
+                topic: self.topic.to_string(),
+            });
+        }
         if st.shut {
             return Err(self.closed_error());
         }
@@ -1045,7 +1051,9 @@ impl PartitionLog {
                 let seg = &eligible[start + i];
                 ends[start + i] <= clean_offset
                     && io::modified_ms(&seg.log_path).is_some_and(|m| {
-                        m.saturating_add(settings.delete_retention_ms as i64) < settings.now_ms
+                        // Clamped: u64::MAX ms (Duration::MAX) must not wrap to -1.
+                        let keep = settings.delete_retention_ms.min(i64::MAX as u64) as i64;
+                        m.saturating_add(keep) < settings.now_ms
                     })
             };
             self.swap_in(
@@ -1219,9 +1227,15 @@ impl PartitionLog {
                 result = Err((self.dir.clone(), e));
             }
         }
-        result.map_err(|(path, e)| {
-            self.state.lock().failed = Some((path, e.to_string()));
-            e
+        result.or_else(|(path, e)| {
+            let mut st = self.state.lock();
+            if st.deleted {
+                // The topic was deleted meanwhile (its directory is gone):
+                // nothing is left to make durable, and nothing failed.
+                return Ok(());
+            }
+            st.failed = Some((path, e.to_string()));
+            Err(e)
         })
     }
 
@@ -1391,8 +1405,28 @@ impl PartitionLog {
         out: &mut Vec<Message>,
         committed: bool,
     ) -> Result<u64> {
-        let start_len = out.len();
-        let max = start_len.saturating_add(max);
+        if max == 0 {
+            // No records wanted, but the offset is still checked.
+            let st = self.state.lock();
+            if st.deleted {
+                return Err(Error::UnknownTopic {
+                    topic: self.topic.to_string(),
+                });
+            }
+            let (start, end) = (st.start_offset(), st.next_offset);
+            if from < start || from > end {
+                return Err(Error::OffsetOutOfRange {
+                    topic: self.topic.to_string(),
+                    partition: self.partition,
+                    offset: from,
+                    start,
+                    end,
+                });
+            }
+            return Ok(from);
+        }
+        let initial = out.len();
+        let max = initial.saturating_add(max);
         let mut next = from;
         let mut first = true;
         let mut visible_end = u64::MAX;
@@ -1408,11 +1442,14 @@ impl PartitionLog {
                 }
                 let (start, end) = (st.start_offset(), st.next_offset);
                 if next < start || next > end {
-                    if first || next > end {
+                    // Nothing read yet, also when retention deleted the
+                    // segment planned before it could be read: the offset
+                    // is gone, which is an error, not an empty read.
+                    if out.len() == initial || next > end {
                         return Err(Error::OffsetOutOfRange {
                             topic: self.topic.to_string(),
                             partition: self.partition,
-                            offset: next,
+                            offset: if out.len() == initial { from } else { next },
                             start,
                             end,
                         });
@@ -1431,6 +1468,8 @@ impl PartitionLog {
             };
             first = false;
             let txn = committed.then_some(&aborted[..]);
+            #[cfg(test)]
+            io::faults::run_after_read_plan();
             if out.capacity() == 0 {
                 out.reserve(max.min(1024));
             }
@@ -1477,10 +1516,10 @@ impl PartitionLog {
         if committed {
             // Records of other producers may follow an open transaction's
             // first record: nothing from the last stable offset on.
-            let keep = out[start_len..].partition_point(|m| m.offset < visible_end);
-            out.truncate(start_len + keep);
+            let keep = out[initial..].partition_point(|m| m.offset < visible_end);
+            out.truncate(initial + keep);
         }
-        let read_to = out[start_len..].last().map_or(from, |m| m.offset + 1);
+        let read_to = out[initial..].last().map_or(from, |m| m.offset + 1);
         Ok(read_to.max(skipped_to).min(visible_end).max(from))
     }
 
@@ -1503,7 +1542,11 @@ impl PartitionLog {
             return Ok(true); // empty segment
         };
         let len = seg.closed_len();
-        let (pos, expect) = seg.closed_lookup(from)?;
+        let (pos, expect) = match seg.closed_lookup(from) {
+            Ok(found) => found,
+            Err(_) if seg.is_deleted() => return Ok(false),
+            Err(e) => return Err(e),
+        };
         let before = out.len();
         let mut read = |pos: u64, expect_last: Option<u64>, out: &mut Vec<Message>| {
             let region = Region {
@@ -1680,7 +1723,11 @@ impl PartitionLog {
             if seg.closed_max_timestamp()? < ts {
                 continue;
             }
-            let after = seg.closed_time_floor(ts)?;
+            let after = match seg.closed_time_floor(ts) {
+                Ok(after) => after,
+                Err(_) if seg.is_deleted() => continue, // retention took it
+                Err(e) => return Err(e),
+            };
             let from = after.map_or(seg.base_offset, |o| o + 1);
             if let Some(o) = self.first_at_or_after(from, ts, Some(seg))? {
                 return Ok(Some(o));
@@ -2297,19 +2344,36 @@ impl State {
     }
 
     /// Closes the active segment and starts a new one at `next_offset`.
+    ///
+    /// Every step that can fail (a full disk, no file descriptor left) comes
+    /// before any change: a failed roll leaves the active segment as it was
+    /// (its file not cut, still mapped for appends) and no new files, so the
+    /// next append simply tries again.
     fn roll(&mut self, dir: &Path, limits: Limits) -> Result<()> {
         self.seal_open();
+        let new_active = Active::create(dir, self.next_offset, limits)?;
         let a = &mut self.active;
-        let old_file = DataFile::open(&a.seg.log_path, false)?;
-        old_file.truncate(a.write_pos)?;
-        // The indexes are fsynced with the segment by the background flush;
-        // until then the segment is after the recovery point, and recovery
-        // rebuilds them.
-        self.unsynced.extend(write_index_files(&a.seg, &a.ix)?);
+        let prepared = (|| {
+            let old_file = DataFile::open(&a.seg.log_path, false)?;
+            // The indexes are fsynced with the segment by the background
+            // flush; until then the segment is after the recovery point, and
+            // recovery rebuilds them.
+            let index_files = write_index_files(&a.seg, &a.ix)?;
+            old_file.truncate(a.write_pos)?;
+            Ok((old_file, index_files))
+        })();
+        let (old_file, index_files) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                new_active.remove_files();
+                return Err(e);
+            }
+        };
+        self.unsynced.extend(index_files);
+        let a = &mut self.active;
         let mut ix = a.ix.clone();
         ix.add_time_entry(a.seg.base_offset);
         a.seg.set_closed(a.write_pos, Some(ix.max_timestamp));
-        let new_active = Active::create(dir, self.next_offset, limits)?;
         let old = std::mem::replace(&mut self.active, new_active);
         self.unsynced.push(Arc::new(old_file));
         self.closed.push(old.seg);
@@ -2319,14 +2383,40 @@ impl State {
 }
 
 impl Active {
+    /// A new, empty segment; on failure, no file of it is left behind.
     fn create(dir: &Path, base_offset: u64, limits: Limits) -> Result<Active> {
         let segment_bytes = limits.segment_bytes;
         let seg = Segment::new(dir, base_offset, limits.compacted);
         let file = DataFile::create_new(&seg.log_path)?;
-        DataFile::open(&seg.index_path, true)?;
-        DataFile::open(&seg.timeindex_path, true)?;
-        seg.set_verified_from(0);
-        Active::with_file(seg, file, 0, IndexBuilder::new(), segment_bytes)
+        let paths = [
+            seg.log_path.clone(),
+            seg.index_path.clone(),
+            seg.timeindex_path.clone(),
+        ];
+        let created = (|| {
+            DataFile::open(&seg.index_path, true)?;
+            DataFile::open(&seg.timeindex_path, true)?;
+            seg.set_verified_from(0);
+            Active::with_file(seg, file, 0, IndexBuilder::new(), segment_bytes)
+        })();
+        if created.is_err() {
+            for p in paths {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        created
+    }
+
+    /// Removes the files of a segment [`create`](Self::create) made and
+    /// that was never used.
+    fn remove_files(self) {
+        for p in [
+            &self.seg.log_path,
+            &self.seg.index_path,
+            &self.seg.timeindex_path,
+        ] {
+            let _ = std::fs::remove_file(p);
+        }
     }
 
     fn resume(seg: Segment, len: u64, ix: IndexBuilder, segment_bytes: u64) -> Result<Active> {
@@ -2520,6 +2610,183 @@ mod tests {
             let parts = RecordParts::new(Some(key.as_bytes()), Some(&value), &[]);
             log.append([(parts, 1_000 + i as i64)], |_, _| {}).unwrap();
         }
+    }
+
+    /// Regression: a read of zero records returned `Ok(vec![])` for any
+    /// offset, even past the end, skipping the range check `read` documents.
+    #[test]
+    fn a_read_of_zero_records_still_checks_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap();
+        append_n(&log, 0, 3, 10);
+        assert!(log.read(3, 0).unwrap().is_empty());
+        assert!(log.read(0, 0).unwrap().is_empty());
+        for past in [4, u64::MAX] {
+            assert!(
+                matches!(log.read(past, 0), Err(Error::OffsetOutOfRange { offset, end: 3, .. }) if offset == past),
+                "read({past}, 0)"
+            );
+        }
+    }
+
+    /// Regression: when retention deleted the segment a read had just
+    /// planned to start in, the read returned `Ok(vec![])` for an offset
+    /// below the end instead of `Error::OffsetOutOfRange` (found by
+    /// tests/stress.rs).
+    #[test]
+    fn a_read_whose_segment_retention_deletes_is_out_of_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap());
+        append_n(&log, 0, 200, 1000);
+        let active = log.state.lock().active.seg.base_offset;
+        assert!(active > 0, "no segment rolled");
+        let l = Arc::clone(&log);
+        crate::io::faults::after_next_read_plan(move || l.delete_before(active).unwrap());
+        let r = log.read(0, 10);
+        assert!(
+            matches!(r, Err(Error::OffsetOutOfRange { offset: 0, start, .. }) if start == active),
+            "{r:?}"
+        );
+        assert_eq!(log.read(active, 5).unwrap()[0].offset(), active);
+    }
+
+    /// Regression: a roll that failed (here: no file descriptor left to
+    /// open a file of the new segment) had already cut the active segment's
+    /// file to its length and marked it closed, and left the new segment's
+    /// `.log` behind. Every later roll failed ("file exists"), and appends
+    /// that still fitted went into the map past the end of the cut file,
+    /// where they were lost or read back as zeros ("magic 0 is not 2").
+    /// Found by tests/stress.rs running out of file descriptors.
+    #[test]
+    fn a_failed_roll_changes_nothing_and_the_next_append_rolls() {
+        let limits = Limits {
+            segment_bytes: 16 * 1024,
+            ..LIMITS
+        };
+        let append = |log: &PartitionLog, i: usize, len: usize| {
+            let key = format!("key-{i}");
+            let value = vec![i as u8; len];
+            let parts = RecordParts::new(Some(key.as_bytes()), Some(&value), &[]);
+            log.append([(parts, 1_000 + i as i64)], |o, _| assert_eq!(o, i as u64))
+        };
+        // Each step of the roll that can fail: a file of the new segment
+        // (named 12: 12 records of 1000 bytes fill the first one), then the
+        // old segment's log and index files.
+        for suffix in [
+            "00000000000000000012.timeindex",
+            "00000000000000000012.log",
+            "00000000000000000000.log",
+            "00000000000000000000.index",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
+            let mut lens = Vec::new();
+            for i in 0..12 {
+                append(&log, i, 1000).unwrap();
+                lens.push(1000);
+            }
+            // 8000 bytes do not fit what is left: the append must roll.
+            crate::io::faults::fail_next_open(suffix);
+            let r = append(&log, 12, 8000);
+            assert!(matches!(r, Err(Error::Io { .. })), "{suffix}: {r:?}");
+            assert_eq!(log.end_offset(), 12, "{suffix}");
+            // Small records still fit the active segment; then it rolls.
+            for (i, len) in (12..).zip([10, 10, 10, 8000, 8000, 10]) {
+                append(&log, i, len).unwrap_or_else(|e| panic!("{suffix}: append {i}: {e}"));
+                lens.push(len);
+            }
+            assert!(
+                !log.state.lock().closed.is_empty(),
+                "{suffix}: never rolled"
+            );
+            let check = |log: &PartitionLog, when: &str| {
+                let msgs = log.read(0, usize::MAX).unwrap();
+                assert_eq!(msgs.len(), lens.len(), "{suffix} {when}");
+                for (i, (m, &len)) in msgs.iter().zip(&lens).enumerate() {
+                    assert_eq!(m.offset(), i as u64);
+                    assert_eq!(
+                        m.value(),
+                        Some(&vec![i as u8; len][..]),
+                        "{suffix} {when}: {i}"
+                    );
+                }
+            };
+            check(&log, "before reopening");
+            drop(log);
+            // After a crash (no clean close) too, byte for byte.
+            check(&reopen_with(dir.path(), limits), "after reopening");
+        }
+    }
+
+    /// Regression: `Log::sync` (and the background fsync of rolled
+    /// segments) racing `delete_topic` failed with `Error::Io` ("open
+    /// directory ...: No such file or directory") and marked the deleted
+    /// partition failed; `log.sync()` then kept returning that error until
+    /// the partition was dropped. Found by tests/stress.rs.
+    #[test]
+    fn syncing_a_partition_deleted_meanwhile_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap();
+        append_n(&log, 0, 200, 1000); // rolls: rolled files and the directory to sync
+        assert!(!log.state.lock().unsynced.is_empty());
+        log.delete_files().unwrap();
+        log.sync().unwrap();
+        log.flush_rolled().unwrap();
+        assert!(log.state.lock().failed.is_none());
+    }
+
+    /// Regression: a read that had mapped a closed segment just before
+    /// retention deleted it went on to load the segment's index, found the
+    /// files gone, "rebuilt" an empty index (writing stray index files into
+    /// the partition directory) and failed with `Error::Corrupt` ("rebuilt
+    /// index failed its own check"). Found by tests/stress.rs.
+    #[test]
+    fn index_lookups_in_a_segment_deleted_meanwhile_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap();
+        append_n(&log, 0, 200, 1000);
+        let (seg, active) = {
+            let st = log.state.lock();
+            (Arc::clone(&st.closed[0]), st.active.seg.base_offset)
+        };
+        let _map = seg.closed_map().unwrap().unwrap(); // what the reader holds
+        log.delete_before(active).unwrap();
+        let r = seg.closed_lookup(5);
+        assert!(!matches!(r, Err(Error::Corrupt { .. }) | Ok(_)), "{r:?}");
+        let r = seg.closed_time_floor(1_005);
+        assert!(!matches!(r, Err(Error::Corrupt { .. }) | Ok(_)), "{r:?}");
+        assert!(!seg.index_path.exists() && !seg.timeindex_path.exists());
+        assert!(matches!(
+            log.read(0, 1),
+            Err(Error::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(active));
+    }
+
+    /// Regression: an append that passed its topic handle's "deleted"
+    /// check just before `delete_topic` removed the partition failed with
+    /// `Error::Closed` ("log is closed"), though the log was open; deleted
+    /// topics answer `Error::UnknownTopic`. Found by tests/stress.rs.
+    #[test]
+    fn appending_to_a_deleted_partition_is_unknown_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap();
+        append_n(&log, 0, 3, 10);
+        log.delete_files().unwrap();
+        let parts = RecordParts::new(None, Some(b"v"), &[]);
+        let r = log.append([(parts, 0)], |_, _| {});
+        assert!(
+            matches!(&r, Err(Error::UnknownTopic { topic }) if topic == "t"),
+            "{r:?}"
+        );
+        let b = ProducerBatch {
+            producer_id: 1,
+            epoch: 0,
+            base_sequence: 0,
+            attributes: 0,
+        };
+        let r = log.append_idempotent(b, &[(parts, 0)], |_, _| {});
+        assert!(matches!(r, Err(Error::UnknownTopic { .. })), "{r:?}");
     }
 
     fn check_all(log: &PartitionLog, n: usize, value_len: usize) {
@@ -2829,6 +3096,28 @@ mod tests {
             left.is_empty(),
             "tombstones past delete_retention remain at {left:?}"
         );
+    }
+
+    /// Regression: `delete_retention_ms` of `u64::MAX` (what
+    /// `delete_retention(Duration::MAX)` becomes) wrapped to -1 ms, so the
+    /// second compaction dropped tombstones it should keep forever.
+    #[test]
+    fn tombstones_stay_with_the_longest_delete_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, COMPACTED).unwrap();
+        append_keyed(&log, 0, 1064, 10);
+        let tombstones = |log: &PartitionLog| {
+            log.read(log.start_offset(), usize::MAX)
+                .unwrap()
+                .iter()
+                .filter(|m| m.value().is_none())
+                .count()
+        };
+        log.compact(compact_settings(u64::MAX)).unwrap();
+        let first = tombstones(&log);
+        assert!(first > 0);
+        log.compact(compact_settings(u64::MAX)).unwrap();
+        assert_eq!(tombstones(&log), first, "tombstones dropped");
     }
 
     #[test]

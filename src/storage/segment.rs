@@ -439,6 +439,17 @@ impl Segment {
         if let Some(ix) = &*slot {
             return Ok(Arc::clone(ix));
         }
+        // A deleted segment's files are gone or going: loading them would
+        // find nothing, and a rebuild would write stray index files.
+        // (`mark_deleted` sets the flag before it takes this lock, so a
+        // rebuild under the lock always finishes before the files go.)
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(Error::io(
+                "load index of deleted segment",
+                &self.index_path,
+                std::io::ErrorKind::NotFound.into(),
+            ));
+        }
         let ix = match self.load_index()? {
             Some(ix) => ix,
             None => self.rebuild_index()?,
