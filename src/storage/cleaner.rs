@@ -13,6 +13,10 @@
 //! already produced more than `delete_retention` ago — then consumers have
 //! had their chance to see the delete, and the key disappears.
 //!
+//! Transaction markers (control batches) are never removed: their keys
+//! are not record keys, and a marker is what tells a reader rebuilding
+//! producer state from the log that the records before it were aborted.
+//!
 //! Kept records are copied byte for byte: each rewritten batch keeps its
 //! base offset, base timestamp, attributes and `lastOffsetDelta` (as Kafka's
 //! cleaner does), with only the surviving records, a fresh count, max
@@ -150,6 +154,9 @@ pub(crate) fn latest_offsets<'a>(sources: &[(&'a Segment, &'a [u8])]) -> Result<
     for &(seg, data) in sources {
         for b in batches(seg, data) {
             let (at, h, batch) = b?;
+            if h.is_control() {
+                continue; // transaction markers are kept, not compacted by key
+            }
             let (bytes, recs) = records(seg, at, &h, batch)?;
             for Rec { offset, key, .. } in recs {
                 let Some((ks, ke)) = key else {
@@ -227,6 +234,11 @@ pub(crate) fn rewrite(
                 .filter(|r| {
                     while latest.get(next).is_some_and(|&o| o < r.offset) {
                         next += 1;
+                    }
+                    if h.is_control() {
+                        // A marker tells readers which records before it
+                        // were aborted: it stays as long as they may.
+                        return true;
                     }
                     let latest_here = r.key.is_none() || latest.get(next) == Some(&r.offset);
                     latest_here && !(r.tombstone && drop_deletes)
