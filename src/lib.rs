@@ -40,6 +40,10 @@ mod config;
 mod consumer;
 mod error;
 mod format;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod fuzz;
 mod io;
 mod log;
 mod producer;

@@ -529,6 +529,12 @@ impl fmt::Debug for Partition {
 }
 
 impl Partition {
+    /// The partition's log (for the fuzz entry points' reads).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn log(&self) -> &Arc<PartitionLog> {
+        &self.log
+    }
+
     /// The topic's name.
     pub fn topic(&self) -> &str {
         &self.log.topic

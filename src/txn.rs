@@ -87,6 +87,20 @@ impl TxnState {
     }
 }
 
+/// Decodes one record of the store: the transactional id and its state,
+/// or why the record is unreadable.
+pub(crate) fn decode_record<'k>(
+    key: Option<&'k [u8]>,
+    value: Option<&[u8]>,
+) -> std::result::Result<(&'k str, TxnState), String> {
+    let id = key
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .ok_or("unreadable transactional id")?;
+    let state: TxnState = serde_json::from_slice(value.unwrap_or_default())
+        .map_err(|e| format!("unreadable transaction state: {e}"))?;
+    Ok((id, state))
+}
+
 pub(crate) struct TxnStore {
     log: Arc<PartitionLog>,
     sync: SyncPolicy,
@@ -111,13 +125,8 @@ impl TxnStore {
             next = last.offset() + 1;
             for m in &batch {
                 records += 1;
-                let corrupt = |what: &str| Error::corrupt(log.dir(), m.offset(), what.to_owned());
-                let id = m
-                    .key()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .ok_or_else(|| corrupt("unreadable transactional id"))?;
-                let state: TxnState = serde_json::from_slice(m.value().unwrap_or_default())
-                    .map_err(|e| corrupt(&format!("unreadable transaction state: {e}")))?;
+                let (id, state) = decode_record(m.key(), m.value())
+                    .map_err(|why| Error::corrupt(log.dir(), m.offset(), why))?;
                 txns.insert(id.to_owned(), state);
             }
         }

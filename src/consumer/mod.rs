@@ -27,6 +27,8 @@ use parking_lot::Mutex;
 pub use assignor::Assignor;
 pub(crate) use group::{validate_group_id, Coordinator};
 pub use group::{ConsumerGroup, MemberDescription, PartitionLag, ResetTo};
+#[cfg(feature = "fuzzing")]
+pub(crate) use offsets::{decode_record as decode_offset_record, encode_key as encode_offset_key};
 pub(crate) use offsets::{OffsetStore, OFFSETS_TOPIC};
 
 use group::{GroupState, Member};

@@ -49,7 +49,7 @@ struct StoreState {
     records_since_snapshot: u64,
 }
 
-fn encode_key(group: &str, tp: &TopicPartition) -> Vec<u8> {
+pub(crate) fn encode_key(group: &str, tp: &TopicPartition) -> Vec<u8> {
     let mut k = Vec::with_capacity(9 + group.len() + tp.topic.len());
     k.push(KEY_VERSION);
     k.extend_from_slice(&(group.len() as u16).to_be_bytes());
@@ -78,6 +78,26 @@ fn decode_key(k: &[u8]) -> Option<(String, TopicPartition)> {
     (rest.len() == 4).then(|| (group, TopicPartition::new(topic, partition)))
 }
 
+/// Decodes one record of the store: the group, partition and committed
+/// offset (`None`: removed), or why the record is unreadable.
+pub(crate) fn decode_record(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> std::result::Result<(String, TopicPartition, Option<u64>), &'static str> {
+    let (group, tp) = key
+        .and_then(decode_key)
+        .ok_or("unreadable consumer-offset key")?;
+    let offset = match value {
+        Some(v) => Some(
+            v.try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| "consumer-offset value is not 8 bytes")?,
+        ),
+        None => None,
+    };
+    Ok((group, tp, offset))
+}
+
 impl OffsetStore {
     /// Replays the store's log into memory.
     pub(crate) fn open(log: Arc<PartitionLog>, sync: SyncPolicy) -> Result<OffsetStore> {
@@ -91,18 +111,10 @@ impl OffsetStore {
             next = last.offset() + 1;
             for m in &batch {
                 records += 1;
-                let (group, tp) = m.key().and_then(decode_key).ok_or_else(|| {
-                    Error::corrupt(log.dir(), m.offset(), "unreadable consumer-offset key")
-                })?;
-                match m.value() {
-                    Some(v) => {
-                        let off = v.try_into().map(u64::from_be_bytes).map_err(|_| {
-                            Error::corrupt(
-                                log.dir(),
-                                m.offset(),
-                                "consumer-offset value is not 8 bytes",
-                            )
-                        })?;
+                let (group, tp, value) = decode_record(m.key(), m.value())
+                    .map_err(|why| Error::corrupt(log.dir(), m.offset(), why))?;
+                match value {
+                    Some(off) => {
                         groups.entry(group).or_default().insert(tp, off);
                     }
                     None => {

@@ -237,6 +237,7 @@ fn snappy_decompress(input: &[u8]) -> Result<Vec<u8>, FormatError> {
     let damaged = |e: String| FormatError::new(format!("snappy stream is damaged: {e}"));
     let mut dec = snap::raw::Decoder::new();
     if !input.starts_with(&XERIAL_HEADER[..8]) {
+        snappy_block_len(input, 0).map_err(damaged)?;
         return dec
             .decompress_vec(input)
             .map_err(|e| damaged(e.to_string()));
@@ -251,12 +252,7 @@ fn snappy_decompress(input: &[u8]) -> Result<Vec<u8>, FormatError> {
         let block = rest
             .get(4..4 + n)
             .ok_or_else(|| damaged(format!("a block of {n} bytes runs past the end")))?;
-        let len = snap::raw::decompress_len(block).map_err(|e| damaged(e.to_string()))?;
-        if (out.len() + len) as u64 > MAX_DECOMPRESSED {
-            return Err(damaged(format!(
-                "decompresses past {MAX_DECOMPRESSED} bytes"
-            )));
-        }
+        let len = snappy_block_len(block, out.len()).map_err(damaged)?;
         let at = out.len();
         out.resize(at + len, 0);
         dec.decompress(block, &mut out[at..])
@@ -264,6 +260,26 @@ fn snappy_decompress(input: &[u8]) -> Result<Vec<u8>, FormatError> {
         rest = &rest[4 + n..];
     }
     Ok(out)
+}
+
+/// The decompressed length a raw Snappy block declares in its header,
+/// checked before anything is allocated for it: at most what the block's
+/// bytes can expand to (a 3-byte copy element yields at most 64 bytes, so
+/// under 32 times the block), and no more than [`MAX_DECOMPRESSED`] with
+/// the `so_far` bytes of earlier blocks.
+#[cfg(feature = "snappy")]
+fn snappy_block_len(block: &[u8], so_far: usize) -> Result<usize, String> {
+    let len = snap::raw::decompress_len(block).map_err(|e| e.to_string())?;
+    if len > block.len().saturating_mul(32) {
+        return Err(format!(
+            "a block of {} bytes declares {len} bytes decompressed",
+            block.len()
+        ));
+    }
+    if (so_far + len) as u64 > MAX_DECOMPRESSED {
+        return Err(format!("decompresses past {MAX_DECOMPRESSED} bytes"));
+    }
+    Ok(len)
 }
 
 #[cfg(test)]
@@ -348,5 +364,24 @@ mod tests {
         assert_eq!(&packed[..16], &XERIAL_HEADER);
         let raw = snap::raw::Encoder::new().compress_vec(&input).unwrap();
         assert_eq!(&*decompress(Compression::Snappy, &raw).unwrap(), &input[..]);
+    }
+
+    #[cfg(feature = "snappy")]
+    #[test]
+    fn a_snappy_length_header_the_block_cannot_fill_is_refused_before_allocating() {
+        // Found by fuzzing: a raw block whose varint header claims ~4 GB
+        // made the decoder allocate that much before looking further.
+        let lying = [0x8b, 0xcf, 0xe5, 0xff, 0x0e, 0x76, 0x61, 0x6c];
+        let err = decompress(Compression::Snappy, &lying).unwrap_err();
+        assert!(err.0.contains("declares"), "{err}");
+        let mut framed = XERIAL_HEADER.to_vec();
+        framed.extend_from_slice(&(lying.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&lying);
+        let err = decompress(Compression::Snappy, &framed).unwrap_err();
+        assert!(err.0.contains("declares"), "{err}");
+        // The most a block can expand: runs of 64-byte copies.
+        let zeros = vec![0u8; 1 << 20];
+        let raw = snap::raw::Encoder::new().compress_vec(&zeros).unwrap();
+        assert_eq!(&*decompress(Compression::Snappy, &raw).unwrap(), &zeros[..]);
     }
 }

@@ -12,6 +12,10 @@ mod segment;
 
 pub(crate) use producers::{last_sequence, ProducerSnapshot};
 pub(crate) use segment::SegmentMap;
+#[cfg(feature = "fuzzing")]
+pub(crate) use segment::{
+    check_closed_index, offset_lookup, scan_batches, time_floor, IndexBuilder, Scan,
+};
 
 pub(crate) use partition_log::{
     dir_name, now_ms, CleanState, CompactSettings, CompactionReport, Limits, Notify, OpenHints,

@@ -63,10 +63,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::cleaner;
 use super::producers::{self, AbortedTxn, Check, ProducerBatch, ProducerSnapshot, ProducerStates};
-use super::segment::{
-    read_offset_entry, read_time_entry, scan_batches, share_region, IndexBuilder, Scan, Segment,
-    SegmentMap, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES,
-};
+use super::segment::{scan_batches, share_region, IndexBuilder, Scan, Segment, SegmentMap};
 use crate::error::{Error, Result};
 use crate::format::{
     self, varint_len, BatchHeader, Compression, NewBatch, RecordParts, RecordView,
@@ -599,34 +596,14 @@ impl PartitionLog {
         if io::file_len(&seg.log_path)? != Some(clean.active_len) {
             return Ok(None);
         }
-        let mut ix = IndexBuilder::new();
         let offsets = io::read_optional(&seg.index_path)?.unwrap_or_default();
         let times = io::read_optional(&seg.timeindex_path)?.unwrap_or_default();
-        if !offsets.len().is_multiple_of(INDEX_ENTRY_BYTES)
-            || !times.len().is_multiple_of(TIME_INDEX_ENTRY_BYTES)
-        {
+        let Some(mut ix) = IndexBuilder::from_active_files(&offsets, &times, clean.active_len)
+        else {
             return Ok(None);
-        }
-        ix.offsets = (0..offsets.len() / INDEX_ENTRY_BYTES)
-            .map(|i| read_offset_entry(&offsets, i))
-            .collect();
-        ix.times = (0..times.len() / TIME_INDEX_ENTRY_BYTES)
-            .map(|i| read_time_entry(&times, i))
-            .collect();
-        let sane = ix
-            .offsets
-            .windows(2)
-            .all(|w| w[1].0 > w[0].0 && w[1].1 > w[0].1)
-            && ix
-                .offsets
-                .last()
-                .is_none_or(|&(_, p)| (p as u64) < clean.active_len);
-        if !sane {
-            return Ok(None);
-        }
+        };
         ix.max_timestamp = clean.max_timestamp;
         ix.offset_of_max_timestamp = clean.offset_of_max_timestamp;
-        ix.bytes_since_entry = clean.active_len - ix.offsets.last().map_or(0, |&(_, p)| p as u64);
         let mut closed = Vec::with_capacity(bases.len() - 1);
         for &b in &bases[..bases.len() - 1] {
             let s = Segment::new(dir, b, limits.compacted);

@@ -101,14 +101,6 @@ impl ClosedIndex {
     fn time_entries(&self) -> &[u8] {
         self.times.as_deref().unwrap_or(&[])
     }
-
-    fn offset_entry(&self, i: usize) -> (u32, u32) {
-        read_offset_entry(self.offset_entries(), i)
-    }
-
-    fn time_entry(&self, i: usize) -> (i64, u32) {
-        read_time_entry(self.time_entries(), i)
-    }
 }
 
 pub(crate) fn read_offset_entry(b: &[u8], i: usize) -> (u32, u32) {
@@ -125,6 +117,82 @@ pub(crate) fn read_time_entry(b: &[u8], i: usize) -> (i64, u32) {
         i64::from_be_bytes(e[0..8].try_into().expect("8 bytes")),
         u32::from_be_bytes(e[8..12].try_into().expect("4 bytes")),
     )
+}
+
+/// Checks the bytes of a closed segment's `.index` (`offsets`) and
+/// `.timeindex` (`times`) against the segment's length `len`: whole
+/// entries, increasing in both fields, positions inside the segment (and
+/// never 0, which needs no entry), timestamps not negative, and a time
+/// entry in any non-empty segment. `None` if the indexes need a rebuild;
+/// else the timestamp of the last time entry, if any (the segment's
+/// largest).
+pub(crate) fn check_closed_index(offsets: &[u8], times: &[u8], len: u64) -> Option<Option<i64>> {
+    if !offsets.len().is_multiple_of(INDEX_ENTRY_BYTES)
+        || !times.len().is_multiple_of(TIME_INDEX_ENTRY_BYTES)
+    {
+        return None;
+    }
+    let mut prev: Option<(u32, u32)> = None;
+    for i in 0..offsets.len() / INDEX_ENTRY_BYTES {
+        let (rel, pos) = read_offset_entry(offsets, i);
+        let increasing = prev.is_none_or(|(r, p)| rel > r && pos > p);
+        if !increasing || pos as u64 >= len || pos == 0 {
+            return None;
+        }
+        prev = Some((rel, pos));
+    }
+    let m = times.len() / TIME_INDEX_ENTRY_BYTES;
+    let mut prev_t: Option<(i64, u32)> = None;
+    for i in 0..m {
+        let (ts, rel) = read_time_entry(times, i);
+        let increasing = prev_t.is_none_or(|(t, r)| ts > t && rel > r);
+        if !increasing || ts < 0 {
+            return None;
+        }
+        prev_t = Some((ts, rel));
+    }
+    if m == 0 && len > 0 {
+        // A non-empty closed segment always ends with a time entry.
+        return None;
+    }
+    Some(prev_t.map(|(ts, _)| ts))
+}
+
+/// Looks `target` up in the offset index `offsets` (checked by
+/// [`check_closed_index`]) of the segment at `base_offset`: the position
+/// to start scanning at, and the last offset of the batch there (when it
+/// came from an entry).
+pub(crate) fn offset_lookup(offsets: &[u8], base_offset: u64, target: u64) -> (u64, Option<u64>) {
+    let rel = target.saturating_sub(base_offset);
+    let found = floor_search(offsets.len() / INDEX_ENTRY_BYTES, rel, |i| {
+        read_offset_entry(offsets, i).0 as u64
+    });
+    match found {
+        Some(i) => {
+            let (r, pos) = read_offset_entry(offsets, i);
+            (pos as u64, Some(base_offset + r as u64))
+        }
+        None => (0, None),
+    }
+}
+
+/// The offset of the last entry of the time index `times` (checked by
+/// [`check_closed_index`]) whose timestamp is below `timestamp`, in the
+/// segment at `base_offset`.
+pub(crate) fn time_floor(times: &[u8], base_offset: u64, timestamp: i64) -> Option<u64> {
+    let n = times.len() / TIME_INDEX_ENTRY_BYTES;
+    // Largest entry with ts < timestamp.
+    let (mut lo, mut hi) = (0usize, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if read_time_entry(times, mid).0 < timestamp {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo.checked_sub(1)
+        .map(|i| base_offset + read_time_entry(times, i).1 as u64)
 }
 
 /// Largest `i` with `key(i) <= target`, for keys increasing in `i`.
@@ -157,6 +225,43 @@ impl IndexBuilder {
             max_timestamp: -1,
             ..Default::default()
         }
+    }
+
+    /// The index of an active segment of `active_len` bytes, from its
+    /// `.index` and `.timeindex` bytes as a clean close left them; `None`
+    /// if they are not whole entries, or the offset entries do not
+    /// increase or point past the segment. The caller sets the largest
+    /// timestamp (kept in the checkpoint).
+    pub(crate) fn from_active_files(
+        offsets: &[u8],
+        times: &[u8],
+        active_len: u64,
+    ) -> Option<IndexBuilder> {
+        if !offsets.len().is_multiple_of(INDEX_ENTRY_BYTES)
+            || !times.len().is_multiple_of(TIME_INDEX_ENTRY_BYTES)
+        {
+            return None;
+        }
+        let mut ix = IndexBuilder::new();
+        ix.offsets = (0..offsets.len() / INDEX_ENTRY_BYTES)
+            .map(|i| read_offset_entry(offsets, i))
+            .collect();
+        ix.times = (0..times.len() / TIME_INDEX_ENTRY_BYTES)
+            .map(|i| read_time_entry(times, i))
+            .collect();
+        let sane = ix
+            .offsets
+            .windows(2)
+            .all(|w| w[1].0 > w[0].0 && w[1].1 > w[0].1)
+            && ix
+                .offsets
+                .last()
+                .is_none_or(|&(_, p)| (p as u64) < active_len);
+        if !sane {
+            return None;
+        }
+        ix.bytes_since_entry = active_len - ix.offsets.last().map_or(0, |&(_, p)| p as u64);
+        Some(ix)
     }
 
     /// Accounts for a batch `[position, position+len)` holding offsets up to
@@ -462,42 +567,15 @@ impl Segment {
     /// Maps the index files and checks their entries; `None` if they need a
     /// rebuild.
     fn load_index(&self) -> Result<Option<ClosedIndex>> {
-        let len = self.closed_len();
         let offsets = io::map_read(&self.index_path)?;
         let times = io::map_read(&self.timeindex_path)?;
         let ix = ClosedIndex { offsets, times };
-        let ob = ix.offset_entries();
-        let tb = ix.time_entries();
-        if !ob.len().is_multiple_of(INDEX_ENTRY_BYTES)
-            || !tb.len().is_multiple_of(TIME_INDEX_ENTRY_BYTES)
-        {
+        let Some(max_ts) =
+            check_closed_index(ix.offset_entries(), ix.time_entries(), self.closed_len())
+        else {
             return Ok(None);
-        }
-        let n = ob.len() / INDEX_ENTRY_BYTES;
-        let mut prev: Option<(u32, u32)> = None;
-        for i in 0..n {
-            let (rel, pos) = ix.offset_entry(i);
-            let increasing = prev.is_none_or(|(r, p)| rel > r && pos > p);
-            if !increasing || pos as u64 >= len || pos == 0 {
-                return Ok(None);
-            }
-            prev = Some((rel, pos));
-        }
-        let m = tb.len() / TIME_INDEX_ENTRY_BYTES;
-        let mut prev_t: Option<(i64, u32)> = None;
-        for i in 0..m {
-            let (ts, rel) = ix.time_entry(i);
-            let increasing = prev_t.is_none_or(|(t, r)| ts > t && rel > r);
-            if !increasing || ts < 0 {
-                return Ok(None);
-            }
-            prev_t = Some((ts, rel));
-        }
-        if m == 0 && len > 0 {
-            // A non-empty closed segment always ends with a time entry.
-            return Ok(None);
-        }
-        if let Some((ts, _)) = prev_t {
+        };
+        if let Some(ts) = max_ts {
             self.max_timestamp.store(ts, Ordering::Release);
         }
         Ok(Some(ix))
@@ -541,39 +619,14 @@ impl Segment {
     /// last offset the batch there must end at (when it came from an entry).
     pub(crate) fn closed_lookup(&self, target: u64) -> Result<(u64, Option<u64>)> {
         let ix = self.closed_index()?;
-        let b = ix.offset_entries();
-        let rel = target.saturating_sub(self.base_offset);
-        let found = floor_search(b.len() / INDEX_ENTRY_BYTES, rel, |i| {
-            read_offset_entry(b, i).0 as u64
-        });
-        Ok(match found {
-            Some(i) => {
-                let (r, pos) = read_offset_entry(b, i);
-                (pos as u64, Some(self.base_offset + r as u64))
-            }
-            None => (0, None),
-        })
+        Ok(offset_lookup(ix.offset_entries(), self.base_offset, target))
     }
 
     /// Offset after which the search for `timestamp` starts: every record up
     /// to the returned offset has a smaller timestamp.
     pub(crate) fn closed_time_floor(&self, timestamp: i64) -> Result<Option<u64>> {
         let ix = self.closed_index()?;
-        let b = ix.time_entries();
-        let n = b.len() / TIME_INDEX_ENTRY_BYTES;
-        // Largest entry with ts < timestamp.
-        let (mut lo, mut hi) = (0usize, n);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if read_time_entry(b, mid).0 < timestamp {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        Ok(lo
-            .checked_sub(1)
-            .map(|i| self.base_offset + read_time_entry(b, i).1 as u64))
+        Ok(time_floor(ix.time_entries(), self.base_offset, timestamp))
     }
 
     /// The largest timestamp of a closed segment (loads the time index).
