@@ -167,6 +167,11 @@ pub struct TopicConfig {
     pub delete_retention: Duration,
     /// Codec of newly written batches (default [`Compression::None`]).
     pub compression: Compression,
+    /// On a cluster: whether a replica outside the ISR may become leader
+    /// when no in-sync replica is alive (Kafka's
+    /// `unclean.leader.election.enable`, default off: acknowledged records
+    /// may be lost when it happens).
+    pub unclean_leader_election: bool,
 }
 
 impl Default for TopicConfig {
@@ -184,6 +189,7 @@ impl Default for TopicConfig {
             min_compaction_lag: Duration::ZERO,
             delete_retention: Duration::from_secs(24 * 3600),
             compression: Compression::None,
+            unclean_leader_election: false,
         }
     }
 }
@@ -261,6 +267,13 @@ impl TopicConfig {
     /// reads decompress them. Batches written earlier keep their codec.
     pub fn compression(mut self, codec: Compression) -> Self {
         self.compression = codec;
+        self
+    }
+
+    /// On a cluster, lets a replica outside the ISR become leader when no
+    /// in-sync replica is alive (see the field).
+    pub fn unclean_leader_election(mut self, enabled: bool) -> Self {
+        self.unclean_leader_election = enabled;
         self
     }
 

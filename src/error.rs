@@ -230,6 +230,33 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A cluster replica wrote the record as leader but lost the
+    /// leadership before the record was acknowledged: it may or may not
+    /// survive; retry on the new leader.
+    #[error("{topic}-{partition}: broker {broker} is no longer the leader (epoch {epoch}); the record was not acknowledged")]
+    NotLeader {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The broker that was the leader.
+        broker: u32,
+        /// The leader epoch the record was written in.
+        epoch: i32,
+    },
+    /// A cluster could not confirm a record within its acknowledgement
+    /// timeout (`ClusterConfig::ack_timeout`); it may or may not survive.
+    #[error("{topic}-{partition}: offset {offset} not replicated to every in-sync replica within {timeout_ms} ms")]
+    Timeout {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The record's offset (the last one, for a batch).
+        offset: u64,
+        /// The timeout that passed.
+        timeout_ms: u64,
+    },
     /// The log (or the partition, after a failed fsync) no longer takes this call.
     #[error("closed: {what}")]
     Closed {

@@ -36,6 +36,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cluster;
 mod config;
 mod consumer;
 mod error;
@@ -52,6 +53,7 @@ mod storage;
 mod topic;
 mod txn;
 
+pub use cluster::{Acks, Cluster, ClusterConfig, MAX_BROKERS};
 pub use config::{
     CleanupPolicy, LogConfig, SyncPolicy, TopicConfig, MAX_PARTITIONS, MAX_SEGMENT_BYTES,
 };

@@ -101,7 +101,7 @@ struct CleanCheckpoint {
 }
 
 /// Writes `value` as `<crc32c hex>\n<json>` atomically.
-fn write_meta<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_meta<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let json = serde_json::to_vec_pretty(value).expect("metadata serializes");
     let mut out = format!("{:08x}\n", crc32c::crc32c(&json)).into_bytes();
     out.extend_from_slice(&json);
@@ -109,7 +109,7 @@ fn write_meta<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 /// Reads a file written by [`write_meta`]; `None` if missing.
-fn read_meta<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+pub(crate) fn read_meta<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
     let Some(bytes) = io::read_optional(path)? else {
         return Ok(None);
     };
@@ -1088,7 +1088,7 @@ impl CompactionStats {
 
 /// Per-partition limits of a topic; retention applies only when the
 /// cleanup policy deletes.
-fn limits(cfg: &TopicConfig) -> Limits {
+pub(crate) fn limits(cfg: &TopicConfig) -> Limits {
     let deletes = cfg.cleanup_policy.deletes();
     Limits {
         segment_bytes: cfg.segment_bytes,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use crate::cluster::{Acks, ClusterLink};
 use crate::config::{SyncPolicy, TopicConfig};
 use crate::error::{Error, Result};
 use crate::format::{ProducerBatch, RecordParts};
@@ -108,6 +109,9 @@ pub(crate) struct TopicInner {
     /// Copy of `config.cleanup_policy.compacts()`: records need keys.
     compacted: bool,
     round_robin: AtomicU32,
+    /// On a cluster: the replicated partitions behind `partitions` (which
+    /// then holds each partition's current leader log).
+    pub link: Option<Arc<ClusterLink>>,
 }
 
 impl TopicInner {
@@ -126,6 +130,7 @@ impl TopicInner {
             deleted: AtomicBool::new(false),
             sync,
             round_robin: AtomicU32::new(0),
+            link: None,
         }
     }
 }
@@ -135,6 +140,7 @@ impl TopicInner {
 pub struct Topic {
     inner: Arc<TopicInner>,
     partitioner: Option<Arc<dyn Partitioner>>,
+    acks: Acks,
 }
 
 impl fmt::Debug for Topic {
@@ -152,6 +158,7 @@ impl Topic {
         Topic {
             inner,
             partitioner: None,
+            acks: Acks::default(),
         }
     }
 
@@ -176,6 +183,18 @@ impl Topic {
         Topic {
             inner: Arc::clone(&self.inner),
             partitioner: Some(Arc::new(partitioner)),
+            acks: self.acks,
+        }
+    }
+
+    /// The same topic, acknowledging appends as `acks` says (on a
+    /// [`Cluster`](crate::Cluster); default [`Acks::All`]). On a single
+    /// [`Log`](crate::Log) there is one replica and this changes nothing.
+    pub fn with_acks(&self, acks: Acks) -> Topic {
+        Topic {
+            inner: Arc::clone(&self.inner),
+            partitioner: self.partitioner.clone(),
+            acks,
         }
     }
 
@@ -188,6 +207,7 @@ impl Topic {
             .ok_or_else(|| self.unknown_partition(partition, parts.len() as u32))?;
         Ok(Partition {
             log: Arc::clone(log),
+            link: self.inner.link.clone().map(|l| (l, partition)),
         })
     }
 
@@ -224,6 +244,23 @@ impl Topic {
     ) -> Result<RecordMetadata> {
         self.check_live()?;
         let ts = self.check_record(&parts, timestamp)?;
+        if let Some(link) = &self.inner.link {
+            let n = self.partition_count();
+            let p = match partition {
+                Some(p) => p,
+                None => self.choose(parts.key(), parts.value(), n, None),
+            };
+            if p >= n {
+                return Err(self.unknown_partition(p, n));
+            }
+            let mut offset = 0;
+            link.append(p, self.acks, [(parts, ts)], |o, _| offset = o)?;
+            return Ok(RecordMetadata {
+                partition: p,
+                offset,
+                timestamp: ts,
+            });
+        }
         let logs = self.inner.partitions.read();
         let n = logs.len() as u32;
         let p = match partition {
@@ -259,6 +296,9 @@ impl Topic {
     ) -> Result<Vec<RecordMetadata>> {
         self.check_live()?;
         let records: Vec<R> = records.into_iter().collect();
+        if let Some(link) = &self.inner.link {
+            return self.send_replicated(link, &records);
+        }
         let logs = self.inner.partitions.read();
         let plan = self.plan(&records, logs.len() as u32)?;
         let mut metas: Vec<RecordMetadata> = Vec::with_capacity(records.len());
@@ -313,6 +353,45 @@ impl Topic {
             for (log, end) in to_sync {
                 log.sync_to(end)?;
             }
+        }
+        Ok(metas)
+    }
+
+    /// `send_batch` on a cluster: each partition's records go to its
+    /// leader, then every partition's are acknowledged.
+    fn send_replicated<R: Borrow<Record>>(
+        &self,
+        link: &ClusterLink,
+        records: &[R],
+    ) -> Result<Vec<RecordMetadata>> {
+        let plan = self.plan(records, self.partition_count())?;
+        let target = |i: usize| plan.single.unwrap_or_else(|| plan.targets[i]);
+        let mut metas = vec![
+            RecordMetadata {
+                partition: 0,
+                offset: 0,
+                timestamp: 0,
+            };
+            records.len()
+        ];
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        order.sort_by_key(|&i| target(i));
+        for run in order.chunk_by(|&a, &b| target(a) == target(b)) {
+            let p = target(run[0]);
+            let mut slots = run.iter();
+            link.append(
+                p,
+                self.acks,
+                run.iter().map(|&i| plan.entries[i]),
+                |offset, timestamp| {
+                    let &i = slots.next().expect("one slot per record");
+                    metas[i] = RecordMetadata {
+                        partition: p,
+                        offset,
+                        timestamp,
+                    };
+                },
+            )?;
         }
         Ok(metas)
     }
@@ -422,7 +501,7 @@ impl Topic {
                 }
             }
             if self.inner.sync == SyncPolicy::Always {
-                log.sync_to(log.end_offset())?;
+                log.sync_to(log.log_end_offset())?;
             }
             advanced(p, run.len() as u32);
         }
@@ -520,6 +599,8 @@ fn parts_of(r: &Record) -> RecordParts<'_> {
 #[derive(Clone)]
 pub struct Partition {
     log: Arc<PartitionLog>,
+    /// On a cluster: reads follow the partition's current leader.
+    link: Option<(Arc<ClusterLink>, u32)>,
 }
 
 impl fmt::Debug for Partition {
@@ -535,6 +616,14 @@ impl Partition {
         &self.log
     }
 
+    /// The log reads go to: on a cluster, the current leader's replica.
+    fn current(&self) -> Arc<PartitionLog> {
+        match &self.link {
+            Some((link, p)) => link.read_log(*p).unwrap_or_else(|| Arc::clone(&self.log)),
+            None => Arc::clone(&self.log),
+        }
+    }
+
     /// The topic's name.
     pub fn topic(&self) -> &str {
         &self.log.topic
@@ -547,12 +636,12 @@ impl Partition {
 
     /// First offset still stored (moves forward as retention deletes segments).
     pub fn start_offset(&self) -> u64 {
-        self.log.start_offset()
+        self.current().start_offset()
     }
 
     /// The offset the next record will get.
     pub fn end_offset(&self) -> u64 {
-        self.log.end_offset()
+        self.current().end_offset()
     }
 
     /// Up to `max_records` messages from `from_offset` in offset order; at
@@ -563,7 +652,7 @@ impl Partition {
     /// Offsets outside `start_offset()..=end_offset()` are
     /// [`Error::OffsetOutOfRange`].
     pub fn read(&self, from_offset: u64, max_records: usize) -> Result<Vec<Message>> {
-        self.log.read(from_offset, max_records)
+        self.current().read(from_offset, max_records)
     }
 
     /// Like [`read`](Self::read), but only records outside transactions
@@ -571,7 +660,7 @@ impl Partition {
     /// (Kafka's `read_committed`).
     pub fn read_committed(&self, from_offset: u64, max_records: usize) -> Result<Vec<Message>> {
         let mut out = Vec::new();
-        self.log
+        self.current()
             .read_with(from_offset, max_records, &mut out, true)?;
         Ok(out)
     }
@@ -580,13 +669,13 @@ impl Partition {
     /// partition, or [`end_offset`](Self::end_offset) when none is:
     /// `ReadCommitted` readers stop here.
     pub fn last_stable_offset(&self) -> u64 {
-        self.log.last_stable_offset()
+        self.current().last_stable_offset()
     }
 
     /// The earliest offset whose timestamp is at least `timestamp_ms`, or
     /// `None` if every record is older.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
-        self.log.offset_for_timestamp(timestamp_ms)
+        self.current().offset_for_timestamp(timestamp_ms)
     }
 }
 

@@ -47,6 +47,12 @@ pub(crate) trait TopicSource: Send + Sync {
     fn metadata_epoch(&self) -> u64;
     /// [`Error::Closed`] once the log is closed.
     fn check_open(&self) -> Result<()>;
+    /// Whether a partition's log changing under a consumer keeps its
+    /// position: a cluster's new leader holds the same records; a
+    /// re-created topic on a log starts over.
+    fn keeps_positions(&self) -> bool {
+        false
+    }
 
     /// One partition, or [`Error::UnknownTopic`] / [`Error::UnknownPartition`].
     fn partition(&self, tp: &TopicPartition) -> Result<Arc<PartitionLog>> {
@@ -519,7 +525,9 @@ impl Consumer {
                     p.log.unwatch(&notify);
                     log.watch(&notify);
                     p.log = log;
-                    p.position = None;
+                    if !self.source.keeps_positions() {
+                        p.position = None;
+                    }
                 }
             }
         }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::cluster::{Acks, ClusterLink};
 use crate::config::SyncPolicy;
 use crate::error::{Error, Result};
 use crate::format::RecordParts;
@@ -42,6 +43,10 @@ pub(crate) struct OffsetStore {
     log: Arc<PartitionLog>,
     sync: SyncPolicy,
     state: Mutex<StoreState>,
+    /// On a cluster: commits go to the offsets topic's current leader and
+    /// are acknowledged by every in-sync replica (`log` is where the store
+    /// was replayed from).
+    link: Option<Arc<ClusterLink>>,
 }
 
 struct StoreState {
@@ -135,11 +140,31 @@ impl OffsetStore {
                 groups,
                 records_since_snapshot: records,
             }),
+            link: None,
         })
+    }
+
+    /// The store of a cluster: replayed from `log` (the offsets topic's
+    /// leader), written through `link`.
+    pub(crate) fn open_replicated(
+        log: Arc<PartitionLog>,
+        link: Arc<ClusterLink>,
+    ) -> Result<OffsetStore> {
+        let mut store = OffsetStore::open(log, SyncPolicy::Never)?;
+        store.link = Some(link);
+        Ok(store)
     }
 
     pub(crate) fn log(&self) -> &Arc<PartitionLog> {
         &self.log
+    }
+
+    /// The log commits go to now.
+    fn current_log(&self) -> Arc<PartitionLog> {
+        self.link
+            .as_ref()
+            .and_then(|l| l.read_log(0))
+            .unwrap_or_else(|| Arc::clone(&self.log))
     }
 
     /// Durably records `offsets` (`None` removes one) for `group`.
@@ -185,6 +210,15 @@ impl OffsetStore {
             .map(|(_, o)| o.map(u64::to_be_bytes))
             .collect();
         let ts = now_ms();
+        let records = keys.iter().zip(&values).map(|(k, v)| {
+            (
+                RecordParts::new(Some(k), v.as_ref().map(|v| &v[..]), &[]),
+                ts,
+            )
+        });
+        if let Some(link) = &self.link {
+            return link.append(0, Acks::All, records, |_, _| {});
+        }
         let end = self.log.append(
             keys.iter().zip(&values).map(|(k, v)| {
                 (
@@ -203,7 +237,8 @@ impl OffsetStore {
     /// Rewrites every live offset into a fresh segment, syncs it, and drops
     /// the older segments (see the module docs for why a crash is safe).
     fn snapshot(&self, st: &mut StoreState) -> Result<()> {
-        let base = self.log.roll_now()?;
+        let log = self.current_log();
+        let base = log.roll_now()?;
         let mut groups: Vec<(&String, &GroupOffsets)> = st.groups.iter().collect();
         groups.sort_by(|a, b| a.0.cmp(b.0));
         for (group, offsets) in groups {
@@ -213,8 +248,8 @@ impl OffsetStore {
                 .collect();
             self.append(group, &list)?;
         }
-        self.log.sync()?;
-        self.log.delete_before(base)?;
+        log.sync()?;
+        log.delete_before(base)?;
         st.records_since_snapshot = st.groups.values().map(|g| g.len() as u64).sum();
         Ok(())
     }

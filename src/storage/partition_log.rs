@@ -72,6 +72,8 @@ use crate::format::{
 use crate::io::{self, DataFile};
 use crate::record::{Field, Message, ReadRegion};
 
+mod replica;
+
 /// An open batch is sealed once it holds this many bytes (Kafka's default
 /// producer `batch.size`).
 pub(crate) const BATCH_TARGET_BYTES: u64 = 16 * 1024;
@@ -234,6 +236,12 @@ struct State {
     producers: ProducerStates,
     /// Codec sealed batches are compressed with (see `compress_sealed`).
     compression: Compression,
+    /// Written into the `partitionLeaderEpoch` field of new batches
+    /// (`-1` outside a cluster).
+    leader_epoch: i32,
+    /// A replica's leader-epoch cache: `(epoch, first offset)` for every
+    /// epoch its batches carry, in order (empty outside a cluster).
+    epochs: Vec<(i32, u64)>,
 }
 
 /// What a read does next, decided under the lock.
@@ -291,6 +299,21 @@ pub(crate) struct PartitionLog {
     /// notification while `watcher_count` is 0).
     watchers: Mutex<Vec<std::sync::Weak<Notify>>>,
     watcher_count: std::sync::atomic::AtomicUsize,
+    /// Readers see offsets below this only: a replica's high watermark in
+    /// a cluster (see `replica.rs`), `u64::MAX` for a plain log.
+    visible_end: AtomicU64,
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PartitionLog({}-{} in {})",
+            self.topic,
+            self.partition,
+            self.dir.display()
+        )
+    }
 }
 
 /// A wake-up signal a reader waits on; appends to watched partitions (and
@@ -417,6 +440,8 @@ impl PartitionLog {
                 changed: false,
                 producers: ProducerStates::default(),
                 compression: limits.compression,
+                leader_epoch: NO_PARTITION_LEADER_EPOCH,
+                epochs: Vec::new(),
             }),
             durable_offset: AtomicU64::new(0),
             sync_lock: Mutex::new(recovery),
@@ -424,6 +449,7 @@ impl PartitionLog {
             cleaner_lock: Mutex::new(()),
             watchers: Mutex::new(Vec::new()),
             watcher_count: std::sync::atomic::AtomicUsize::new(0),
+            visible_end: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -1135,15 +1161,23 @@ impl PartitionLog {
         st.start_offset()
     }
 
-    /// Offset the next record will get.
+    /// The end readers see: the offset the next record will get, or a
+    /// cluster replica's high watermark if that is lower.
     pub(crate) fn end_offset(&self) -> u64 {
+        let end = self.state.lock().next_offset;
+        end.min(self.visible_end.load(Ordering::Acquire))
+    }
+
+    /// The offset the next record will get (a replica's log end offset,
+    /// whatever readers may see).
+    pub(crate) fn log_end_offset(&self) -> u64 {
         self.state.lock().next_offset
     }
 
     /// Makes every record appended before this call durable (group commit:
     /// concurrent callers share one fsync).
     pub(crate) fn sync(&self) -> Result<()> {
-        let target = self.end_offset();
+        let target = self.log_end_offset();
         self.sync_to(target)
     }
 
@@ -1367,7 +1401,8 @@ impl PartitionLog {
     /// transaction.
     pub(crate) fn last_stable_offset(&self) -> u64 {
         let st = self.state.lock();
-        st.producers.last_stable_offset(st.next_offset)
+        let end = st.next_offset.min(self.visible_end.load(Ordering::Acquire));
+        st.producers.last_stable_offset(end)
     }
 
     /// Appends up to `max` messages from `from` to `out`; with `committed`,
@@ -1382,6 +1417,19 @@ impl PartitionLog {
         out: &mut Vec<Message>,
         committed: bool,
     ) -> Result<u64> {
+        let cap = self.visible_end.load(Ordering::Acquire);
+        self.read_below(from, max, out, committed, cap)
+    }
+
+    /// [`read_with`](Self::read_with), seeing offsets below `cap` only.
+    pub(crate) fn read_below(
+        &self,
+        from: u64,
+        max: usize,
+        out: &mut Vec<Message>,
+        committed: bool,
+        cap: u64,
+    ) -> Result<u64> {
         if max == 0 {
             // No records wanted, but the offset is still checked.
             let st = self.state.lock();
@@ -1390,7 +1438,7 @@ impl PartitionLog {
                     topic: self.topic.to_string(),
                 });
             }
-            let (start, end) = (st.start_offset(), st.next_offset);
+            let (start, end) = (st.start_offset(), st.next_offset.min(cap));
             if from < start || from > end {
                 return Err(Error::OffsetOutOfRange {
                     topic: self.topic.to_string(),
@@ -1406,7 +1454,9 @@ impl PartitionLog {
         let max = initial.saturating_add(max);
         let mut next = from;
         let mut first = true;
-        let mut visible_end = u64::MAX;
+        // A cluster replica's high watermark; for `committed` reads, the
+        // last stable offset below it.
+        let mut visible_end = cap;
         let mut aborted = Vec::new();
         let mut skipped_to = from;
         while out.len() < max {
@@ -1417,7 +1467,7 @@ impl PartitionLog {
                         topic: self.topic.to_string(),
                     });
                 }
-                let (start, end) = (st.start_offset(), st.next_offset);
+                let (start, end) = (st.start_offset(), st.next_offset.min(cap));
                 if next < start || next > end {
                     // Nothing read yet, also when retention deleted the
                     // segment planned before it could be read: the offset
@@ -1490,9 +1540,10 @@ impl PartitionLog {
             }
             next = out[before..].last().map_or(next, |m| m.offset + 1);
         }
-        if committed {
+        if visible_end != u64::MAX {
             // Records of other producers may follow an open transaction's
-            // first record: nothing from the last stable offset on.
+            // first record: nothing from the last stable offset on (nor
+            // from a replica's high watermark on).
             let keep = out[initial..].partition_point(|m| m.offset < visible_end);
             out.truncate(initial + keep);
         }
@@ -2169,9 +2220,13 @@ impl State {
                 self.roll(dir, limits)?;
                 continue;
             }
+            let epoch = self.leader_epoch;
+            if epoch >= 0 && self.epochs.last().is_none_or(|&(e, _)| e < epoch) {
+                self.epochs.push((epoch, offset));
+            }
             let a = &mut self.active;
             a.ensure_allocated(a.write_pos + len)?;
-            a.open_batch(offset, ts, producer);
+            a.open_batch(offset, ts, producer, epoch);
             // The loop appends the record to the new batch; a first record
             // always fits (segment_bytes >= max record + header).
             let open = a.open.as_ref().expect("just opened");
@@ -2488,7 +2543,13 @@ impl Active {
         Ok(())
     }
 
-    fn open_batch(&mut self, base_offset: u64, ts: i64, producer: Option<ProducerBatch>) {
+    fn open_batch(
+        &mut self,
+        base_offset: u64,
+        ts: i64,
+        producer: Option<ProducerBatch>,
+        leader_epoch: i32,
+    ) {
         // SAFETY: `write_pos..write_pos+61` is allocated (checked by the
         // caller) and beyond everything published to readers; we hold the
         // state lock.
@@ -2503,7 +2564,7 @@ impl Active {
             NewBatch {
                 base_offset,
                 base_timestamp: ts,
-                leader_epoch: NO_PARTITION_LEADER_EPOCH,
+                leader_epoch,
                 producer,
             },
         );
