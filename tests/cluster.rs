@@ -301,3 +301,136 @@ fn a_reopened_cluster_resumes_its_topics_leaders_and_offsets() {
     ));
     c.close().unwrap();
 }
+
+#[test]
+fn a_consumer_keeps_its_position_across_a_failover_and_commits_survive_a_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::open(dir.path(), config()).unwrap();
+    let t = c.create_topic("t", rf3(1, 2)).unwrap();
+    let tp = TopicPartition::new("t", 0);
+    for i in 0..100 {
+        append_retrying(&t, "k", &format!("before-{i}"));
+    }
+    let mut consumer = c
+        .consumer_with(brook::ConsumerConfig::new("g").auto_offset_reset(OffsetReset::Earliest))
+        .unwrap();
+    consumer.subscribe(&["t"]).unwrap();
+    let mut got: Vec<String> = Vec::new();
+    while got.len() < 100 {
+        for m in consumer.poll(Duration::from_millis(50)).unwrap() {
+            got.push(String::from_utf8(m.value().unwrap().to_vec()).unwrap());
+        }
+    }
+    consumer.commit().unwrap();
+    // The partition's leader and the offsets topic's leader both go.
+    let leader = c.leader(&tp).unwrap();
+    let offsets_leader = c.leader(&TopicPartition::new("__consumer_offsets", 0)).unwrap();
+    c.stop_broker(leader).unwrap();
+    if offsets_leader != leader && c.is_running(offsets_leader) {
+        c.stop_broker(offsets_leader).unwrap();
+    }
+    assert_eq!(c.group("g").unwrap().committed(&tp).unwrap(), Some(100));
+    for i in 0..100 {
+        append_retrying(&t.with_acks(Acks::Leader), "k", &format!("after-{i}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < 200 && Instant::now() < deadline {
+        for m in consumer.poll(Duration::from_millis(50)).unwrap() {
+            got.push(String::from_utf8(m.value().unwrap().to_vec()).unwrap());
+        }
+    }
+    let want: Vec<String> = (0..100)
+        .map(|i| format!("before-{i}"))
+        .chain((0..100).map(|i| format!("after-{i}")))
+        .collect();
+    assert_eq!(got, want, "every record once, in order, across the failover");
+    c.close().unwrap();
+}
+
+#[test]
+fn without_unclean_election_a_partition_waits_for_its_last_in_sync_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::open(dir.path(), config()).unwrap();
+    let t = c
+        .create_topic("t", rf3(1, 1).replication_factor(2))
+        .unwrap();
+    let tp = TopicPartition::new("t", 0);
+    t.append("k", "v").unwrap();
+    let replicas = c.replicas(&tp);
+    let (leader, follower) = (replicas[0], replicas[1]);
+    assert_eq!(c.leader(&tp), Some(leader));
+    // The follower goes first, then the leader: the ISR keeps its last
+    // member, and nobody else may lead.
+    c.stop_broker(follower).unwrap();
+    t.append("k", "only on the leader").unwrap();
+    c.stop_broker(leader).unwrap();
+    c.start_broker(follower).unwrap();
+    assert_eq!(c.leader(&tp), None);
+    assert!(matches!(t.append("k", "v"), Err(Error::NoLeader { .. })));
+    c.start_broker(leader).unwrap();
+    assert_eq!(c.leader(&tp), Some(leader));
+    let all: Vec<Vec<u8>> = values(&c, "t", 0).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(all, vec![b"v".to_vec(), b"only on the leader".to_vec()]);
+    c.close().unwrap();
+}
+
+#[test]
+fn bad_cluster_calls_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::open(dir.path(), config()).unwrap();
+    assert!(matches!(
+        c.create_topic("t", TopicConfig::default().replication_factor(4)),
+        Err(Error::InvalidConfig { .. })
+    ));
+    assert!(matches!(
+        c.create_topic("__x", TopicConfig::default()),
+        Err(Error::InvalidTopicName { .. })
+    ));
+    assert!(matches!(c.stop_broker(3), Err(Error::InvalidConfig { .. })));
+    assert!(matches!(c.topic("nope"), Err(Error::UnknownTopic { .. })));
+    c.create_topic("t", TopicConfig::default()).unwrap();
+    assert!(matches!(
+        c.create_topic("t", TopicConfig::default()),
+        Err(Error::TopicExists { .. })
+    ));
+    c.close().unwrap();
+    assert!(matches!(
+        Cluster::open(dir.path(), ClusterConfig::default().brokers(5)),
+        Err(Error::InvalidConfig { .. })
+    ));
+    assert!(matches!(
+        Cluster::open(dir.path(), ClusterConfig::default().brokers(0)),
+        Err(Error::InvalidConfig { .. })
+    ));
+    assert!(matches!(c.topic("t"), Err(Error::Closed { .. })));
+}
+
+#[test]
+fn unclean_election_trades_acknowledged_records_for_availability() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::open(dir.path(), config()).unwrap();
+    let t = c
+        .create_topic(
+            "t",
+            rf3(1, 1)
+                .replication_factor(2)
+                .unclean_leader_election(true),
+        )
+        .unwrap();
+    let tp = TopicPartition::new("t", 0);
+    t.append("k", "v").unwrap();
+    let replicas = c.replicas(&tp);
+    let (leader, follower) = (replicas[0], replicas[1]);
+    c.stop_broker(follower).unwrap();
+    t.append("k", "only on the leader").unwrap();
+    c.stop_broker(leader).unwrap();
+    c.start_broker(follower).unwrap();
+    assert_eq!(c.leader(&tp), Some(follower), "an out-of-sync replica leads");
+    append_retrying(&t, "k", "new history");
+    c.start_broker(leader).unwrap();
+    eventually("old leader back in sync", || c.isr(&tp).len() == 2);
+    eventually("preferred leader back", || c.leader(&tp) == Some(leader));
+    let all: Vec<Vec<u8>> = values(&c, "t", 0).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(all, vec![b"v".to_vec(), b"new history".to_vec()]);
+    c.close().unwrap();
+}
