@@ -167,6 +167,10 @@ struct PartFile {
     leader: Option<u32>,
     epoch: i32,
     isr: Vec<u32>,
+    /// The high watermark when this was written: a lower bound of the
+    /// real one (exact after a clean close).
+    #[serde(default)]
+    hw: u64,
 }
 
 /// What a topic handle of a cluster shares with the cluster.
@@ -539,23 +543,23 @@ impl ClusterInner {
                         caught_up: 0,
                     });
                 }
-                // The high watermark: what every in-sync replica holds.
-                let hw = pf
-                    .isr
-                    .iter()
-                    .filter_map(|b| slots.iter().find(|s| s.broker == *b))
-                    .filter_map(|s| s.log.as_ref().map(|l| l.log_end_offset()))
-                    .min()
-                    .unwrap_or(0);
+                // The recorded high watermark: every in-sync replica held
+                // the records below it. (Log ends say nothing: a follower's
+                // tail may have diverged from the leader's at equal length.)
+                let leader_end = pf
+                    .leader
+                    .and_then(|b| slots.iter().find(|s| s.broker == b))
+                    .and_then(|s| s.log.as_ref().map(|l| l.log_end_offset()));
+                let hw = leader_end.map_or(pf.hw, |end| pf.hw.min(end));
                 for s in &mut slots {
                     if let Some(log) = &s.log {
                         // A follower shows nothing until it reconciled with
-                        // the leader: its tail may have diverged.
+                        // the leader; the leader learns its position when
+                        // it fetches.
                         if pf.leader == Some(s.broker) {
                             log.set_leader_epoch(pf.epoch);
                             log.set_visible_end(hw);
                         }
-                        s.leo = log.log_end_offset();
                     }
                 }
                 let part = Arc::new(Part::new(
@@ -694,6 +698,7 @@ impl ClusterInner {
                         leader: st.leader,
                         epoch: st.epoch,
                         isr: st.isr.clone(),
+                        hw: st.hw,
                     }
                 })
                 .collect();
@@ -910,6 +915,7 @@ impl ClusterInner {
                 )?;
                 s.log = Some(log);
                 s.synced_epoch = -1;
+                s.leo = 0;
             }
         }
         self.alive[id as usize].store(true, Ordering::Release);
@@ -1124,6 +1130,7 @@ fn offsets_topic_file(brokers: u32) -> TopicFile {
             leader: Some(0),
             epoch: 0,
             isr: (0..rf).collect(),
+            hw: 0,
         }],
     }
 }

@@ -166,7 +166,8 @@ impl Sim {
     }
 
     fn fail(&self, what: String) -> ! {
-        let recent: Vec<&String> = self.log.iter().rev().take(25).collect();
+        let keep = env("BROOK_SIM_HISTORY", 25) as usize;
+        let recent: Vec<&String> = self.log.iter().rev().take(keep).collect();
         panic!(
             "simulation seed {} failed at step {}: {what}\nrerun: BROOK_SIM_SEED={} cargo test --release --lib cluster::sim\nlast steps (newest first): {recent:#?}",
             self.seed, self.step, self.seed
