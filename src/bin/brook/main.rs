@@ -24,10 +24,13 @@ use clap::{Parser, Subcommand};
 
 /// The operator's tool for a brook log directory.
 ///
-/// A log directory belongs to one process at a time: brook takes a lock on
-/// it. Do not run this tool against a log that a live process holds open;
-/// it will refuse with "log directory ... is locked by another open Log".
-/// Stop the application first (or run it against a copy).
+/// A log directory belongs to one process at a time, which holds a lock on
+/// it. This tool must not run against a log that a live process holds
+/// open: every command then stops with "log directory ... is locked by
+/// another open Log". Stop the application first, or work on a copy.
+///
+/// Errors are one line on stderr and a non-zero exit status. Progress bars
+/// (dump, verify) are drawn on stderr only when it is a terminal.
 #[derive(Parser, Debug)]
 #[command(
     name = "brook",
