@@ -537,7 +537,7 @@ fn whole_entries(path: &Path, len: usize, entry_bytes: usize) -> Result<()> {
     Ok(())
 }
 
-/// Counts of what [`verify_partition`] checked.
+/// Counts of what [`PartitionFiles::verify`] checked.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Checked {
     /// Segments.

@@ -273,14 +273,20 @@ pub(crate) fn validate_batch(batch: &[u8]) -> Result<BatchHeader, FormatError> {
         last_delta = r.offset_delta as i64;
         pos = r.end;
     }
-    if pos != records.len() {
+    records_fill(&h, pos, records.len())?;
+    Ok(h)
+}
+
+/// Checks that the batch's records, decoded up to `end`, fill its records
+/// section of `len` bytes exactly.
+fn records_fill(h: &BatchHeader, end: usize, len: usize) -> Result<(), FormatError> {
+    if end != len {
         return Err(FormatError::new(format!(
-            "{} records end at byte {pos} of {} bytes of records",
-            h.records_count,
-            records.len()
+            "{} records end at byte {end} of {len} bytes of records",
+            h.records_count
         )));
     }
-    Ok(h)
+    Ok(())
 }
 
 /// Bytes holding the records of the whole batch `batch` whose header is
@@ -913,13 +919,7 @@ pub(crate) fn decode_records(
         });
         pos = r.end;
     }
-    if pos != records.len() {
-        return Err(FormatError::new(format!(
-            "{} records end at byte {pos} of {} bytes of records",
-            h.records_count,
-            records.len()
-        )));
-    }
+    records_fill(h, pos, records.len())?;
     Ok(out)
 }
 

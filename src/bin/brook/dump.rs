@@ -193,33 +193,32 @@ fn dump_segment(
         )?,
         Tail::Damaged(e) => writeln!(out, "Damage: {e}")?,
     }
-    match seg.offset_index()? {
-        None => writeln!(out, "No offset index {}", seg.index_path.display())?,
-        Some(entries) => {
-            writeln!(
-                out,
-                "Dumping {} ({} entries)",
-                seg.index_path.display(),
-                entries.len()
-            )?;
-            for e in entries {
-                writeln!(out, "offset: {} position: {}", e.offset, e.position)?;
-            }
-        }
-    }
-    match seg.time_index()? {
-        None => writeln!(out, "No time index {}", seg.timeindex_path.display())?,
-        Some(entries) => {
-            writeln!(
-                out,
-                "Dumping {} ({} entries)",
-                seg.timeindex_path.display(),
-                entries.len()
-            )?;
-            for e in entries {
-                writeln!(out, "timestamp: {} offset: {}", e.timestamp, e.offset)?;
-            }
-        }
+    write_index(out, &seg.index_path, seg.offset_index()?, |e| {
+        format!("offset: {} position: {}", e.offset, e.position)
+    })?;
+    write_index(out, &seg.timeindex_path, seg.time_index()?, |e| {
+        format!("timestamp: {} offset: {}", e.timestamp, e.offset)
+    })?;
+    Ok(())
+}
+
+fn write_index<E>(
+    out: &mut impl Write,
+    path: &Path,
+    entries: Option<Vec<E>>,
+    line: impl Fn(&E) -> String,
+) -> std::io::Result<()> {
+    let Some(entries) = entries else {
+        return writeln!(out, "No index file {}", path.display());
+    };
+    writeln!(
+        out,
+        "Dumping {} ({} entries)",
+        path.display(),
+        entries.len()
+    )?;
+    for e in &entries {
+        writeln!(out, "{}", line(e))?;
     }
     Ok(())
 }
