@@ -28,8 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use crate::format::{
-    batch_records, compress_batch, marker_kind, reseal_open_batch, scan_open_batch, validate_batch,
-    BatchHeader, HeaderIter, RecordView, BATCH_HEADER_BYTES,
+    compress_batch, decode_records, marker_kind, reseal_open_batch, scan_open_batch,
+    validate_batch, BatchHeader, BATCH_HEADER_BYTES,
 };
 use crate::storage::{
     check_closed_index, offset_lookup, scan_batches, time_floor, IndexBuilder, Scan,
@@ -123,35 +123,16 @@ fn check_batch(b: &[u8]) {
 /// Decodes every record of a batch `validate_batch` accepted (panics if one
 /// does not decode: validation promised they do).
 fn decode_all(h: &BatchHeader, batch: &[u8]) -> Vec<Decoded> {
-    let (records, mut pos) =
-        batch_records(h, batch).expect("a validated batch's records decompress");
-    let records = &records[..];
-    let mut out = Vec::new();
-    for _ in 0..h.records_count {
-        let r = RecordView::decode(records, pos).expect("a validated batch's records decode");
-        assert!(r.offset_delta <= h.last_offset_delta);
-        assert!(r.body_start <= r.end && r.end <= records.len());
-        let field = |f: Option<(usize, usize)>| f.map(|(s, e)| records[s..e].to_vec());
-        let headers: Vec<(String, Vec<u8>)> = HeaderIter {
-            buf: records,
-            pos: r.headers.0,
-            left: r.header_count,
-        }
-        .map(|(k, v)| (k.to_owned(), v.to_vec()))
-        .collect();
-        assert_eq!(headers.len(), r.header_count as usize);
-        let _ = h.base_timestamp.wrapping_add(r.timestamp_delta);
-        out.push((
-            r.offset_delta,
-            r.timestamp_delta,
-            field(r.key),
-            field(r.value),
-            headers,
-        ));
-        pos = r.end;
-    }
-    assert_eq!(pos, records.len());
-    out
+    let records = decode_records(h, batch).expect("a validated batch's records decode");
+    assert_eq!(records.len(), h.records_count as usize);
+    records
+        .into_iter()
+        .map(|r| {
+            assert!(r.offset_delta <= h.last_offset_delta);
+            let _ = h.base_timestamp.wrapping_add(r.timestamp_delta);
+            (r.offset_delta, r.timestamp_delta, r.key, r.value, r.headers)
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------

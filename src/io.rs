@@ -190,6 +190,22 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<DirLock> {
     })
 }
 
+/// A shared lock on `<dir>/.lock` for tools that only read a log's files
+/// (`brook::inspect`): while it is held no `Log` can open the directory,
+/// and it fails with [`Error::Locked`] while one has it open. Unlike
+/// [`lock_dir`] it creates nothing and leaves the owner's boot id alone,
+/// which the next open needs to decide how to recover.
+#[cfg(feature = "cli")]
+pub(crate) fn lock_dir_shared(dir: &Path) -> Result<File> {
+    let path = dir.join(".lock");
+    let file = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+    match file.try_lock_shared() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked { path }),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
+    }
+}
+
 /// An identifier of the running kernel boot (Linux:
 /// `/proc/sys/kernel/random/boot_id`). The page cache survives a process
 /// crash but not a reboot, so a directory last written in this same boot

@@ -45,6 +45,9 @@ mod format;
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod fuzz;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod inspect;
 mod io;
 mod log;
 mod producer;

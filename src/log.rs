@@ -131,6 +131,16 @@ pub(crate) fn read_meta<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Opt
         .map_err(|e| Error::corrupt(path, (nl + 1) as u64, e.to_string()))
 }
 
+/// Every topic's config from `dir`'s topics file, without opening the log
+/// (`None`: no topics file), and whether the log was closed cleanly.
+#[cfg(feature = "cli")]
+pub(crate) fn read_topics_unopened(
+    dir: &Path,
+) -> Result<Option<(BTreeMap<String, TopicConfig>, bool)>> {
+    let clean = io::file_len(&dir.join(CLEAN_MARKER))?.is_some();
+    Ok(read_meta::<TopicsFile>(&dir.join(TOPICS_FILE))?.map(|t| (t.topics, clean)))
+}
+
 /// An open log directory. Clones share one log; the last handle dropped
 /// closes it.
 ///

@@ -273,14 +273,20 @@ pub(crate) fn validate_batch(batch: &[u8]) -> Result<BatchHeader, FormatError> {
         last_delta = r.offset_delta as i64;
         pos = r.end;
     }
-    if pos != records.len() {
+    records_fill(&h, pos, records.len())?;
+    Ok(h)
+}
+
+/// Checks that the batch's records, decoded up to `end`, fill its records
+/// section of `len` bytes exactly.
+fn records_fill(h: &BatchHeader, end: usize, len: usize) -> Result<(), FormatError> {
+    if end != len {
         return Err(FormatError::new(format!(
-            "{} records end at byte {pos} of {} bytes of records",
-            h.records_count,
-            records.len()
+            "{} records end at byte {end} of {len} bytes of records",
+            h.records_count
         )));
     }
-    Ok(h)
+    Ok(())
 }
 
 /// Bytes holding the records of the whole batch `batch` whose header is
@@ -870,6 +876,51 @@ impl<'a> Iterator for HeaderIter<'a> {
         let value = value.map_or(&[][..], |(s, e)| &self.buf[s..e]);
         Some((name, value))
     }
+}
+
+/// One record of a batch, decoded and copied out (for tools, not the read
+/// path, which shares the segment's bytes).
+#[cfg(any(feature = "fuzzing", feature = "cli"))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DecodedRecord {
+    pub offset_delta: i32,
+    pub timestamp_delta: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Decodes every record of the whole batch `batch` whose header is `h`,
+/// decompressing first, and checks that they fill the records section.
+#[cfg(any(feature = "fuzzing", feature = "cli"))]
+pub(crate) fn decode_records(
+    h: &BatchHeader,
+    batch: &[u8],
+) -> Result<Vec<DecodedRecord>, FormatError> {
+    let (records, mut pos) = batch_records(h, batch)?;
+    let records = &records[..];
+    let mut out = Vec::with_capacity(h.records_count.clamp(0, 4096) as usize);
+    for _ in 0..h.records_count {
+        let r = RecordView::decode(records, pos)?;
+        let field = |f: Option<(usize, usize)>| f.map(|(s, e)| records[s..e].to_vec());
+        let headers = HeaderIter {
+            buf: records,
+            pos: r.headers.0,
+            left: r.header_count,
+        }
+        .map(|(k, v)| (k.to_owned(), v.to_vec()))
+        .collect();
+        out.push(DecodedRecord {
+            offset_delta: r.offset_delta,
+            timestamp_delta: r.timestamp_delta,
+            key: field(r.key),
+            value: field(r.value),
+            headers,
+        });
+        pos = r.end;
+    }
+    records_fill(h, pos, records.len())?;
+    Ok(out)
 }
 
 #[cfg(test)]

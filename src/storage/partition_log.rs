@@ -1977,7 +1977,7 @@ fn recover_swaps(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn parse_segment_name(name: &str, ext: &str) -> Option<u64> {
+pub(crate) fn parse_segment_name(name: &str, ext: &str) -> Option<u64> {
     let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;

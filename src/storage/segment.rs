@@ -343,6 +343,18 @@ pub(crate) struct Scan {
 /// With `gaps` (a compacted segment) a batch may start after the offset
 /// following the previous one, never before it.
 pub(crate) fn scan_batches(data: &[u8], base_offset: u64, trusted_end: u64, gaps: bool) -> Scan {
+    scan_batches_with(data, base_offset, trusted_end, gaps, |_, _, _| {})
+}
+
+/// [`scan_batches`], calling `on_batch(position, header, bytes)` for each
+/// good batch in file order (`brook::inspect` lists them this way).
+pub(crate) fn scan_batches_with(
+    data: &[u8],
+    base_offset: u64,
+    trusted_end: u64,
+    gaps: bool,
+    mut on_batch: impl FnMut(u64, &BatchHeader, &[u8]),
+) -> Scan {
     let mut ix = IndexBuilder::new();
     let mut pos = 0u64;
     let mut next_offset = None;
@@ -376,6 +388,7 @@ pub(crate) fn scan_batches(data: &[u8], base_offset: u64, trusted_end: u64, gaps
         match checked {
             Ok(h) => {
                 let len = h.total_len() as u64;
+                on_batch(pos, &h, &rest[..h.total_len()]);
                 ix.add_batch(base_offset, pos, len, h.last_offset(), h.max_timestamp);
                 next_offset = Some(h.last_offset() + 1);
                 pos += len;
