@@ -51,7 +51,10 @@ fn bench_throughput(c: &mut Criterion) {
     let setups: [(&str, Topic); 3] = [
         ("log", plain),
         ("cluster_rf3_acks_all", replicated.with_acks(Acks::All)),
-        ("cluster_rf3_acks_leader", replicated.with_acks(Acks::Leader)),
+        (
+            "cluster_rf3_acks_leader",
+            replicated.with_acks(Acks::Leader),
+        ),
     ];
 
     let mut group = c.benchmark_group("replicated_1000");
@@ -80,8 +83,9 @@ fn append_until_ok(t: &Topic) {
     loop {
         match t.append("k", "v") {
             Ok(_) => return,
-            Err(Error::NotLeader { .. } | Error::NoLeader { .. } | Error::NotEnoughReplicas { .. })
-                if Instant::now() < deadline => {}
+            Err(
+                Error::NotLeader { .. } | Error::NoLeader { .. } | Error::NotEnoughReplicas { .. },
+            ) if Instant::now() < deadline => {}
             Err(e) => panic!("append after failover: {e}"),
         }
     }

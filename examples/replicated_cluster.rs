@@ -80,9 +80,8 @@ fn main() -> brook::Result<()> {
         acknowledged.insert(m.offset);
     }
 
-    let mut consumer = cluster.consumer_with(
-        ConsumerConfig::new("ledger").auto_offset_reset(OffsetReset::Earliest),
-    )?;
+    let mut consumer = cluster
+        .consumer_with(ConsumerConfig::new("ledger").auto_offset_reset(OffsetReset::Earliest))?;
     consumer.subscribe(&["payments"])?;
     let mut seen = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -324,7 +324,9 @@ fn a_consumer_keeps_its_position_across_a_failover_and_commits_survive_a_broker(
     consumer.commit().unwrap();
     // The partition's leader and the offsets topic's leader both go.
     let leader = c.leader(&tp).unwrap();
-    let offsets_leader = c.leader(&TopicPartition::new("__consumer_offsets", 0)).unwrap();
+    let offsets_leader = c
+        .leader(&TopicPartition::new("__consumer_offsets", 0))
+        .unwrap();
     c.stop_broker(leader).unwrap();
     if offsets_leader != leader && c.is_running(offsets_leader) {
         c.stop_broker(offsets_leader).unwrap();
@@ -343,7 +345,10 @@ fn a_consumer_keeps_its_position_across_a_failover_and_commits_survive_a_broker(
         .map(|i| format!("before-{i}"))
         .chain((0..100).map(|i| format!("after-{i}")))
         .collect();
-    assert_eq!(got, want, "every record once, in order, across the failover");
+    assert_eq!(
+        got, want,
+        "every record once, in order, across the failover"
+    );
     c.close().unwrap();
 }
 
@@ -425,7 +430,11 @@ fn unclean_election_trades_acknowledged_records_for_availability() {
     t.append("k", "only on the leader").unwrap();
     c.stop_broker(leader).unwrap();
     c.start_broker(follower).unwrap();
-    assert_eq!(c.leader(&tp), Some(follower), "an out-of-sync replica leads");
+    assert_eq!(
+        c.leader(&tp),
+        Some(follower),
+        "an out-of-sync replica leads"
+    );
     append_retrying(&t, "k", "new history");
     c.start_broker(leader).unwrap();
     eventually("old leader back in sync", || c.isr(&tp).len() == 2);
