@@ -864,9 +864,13 @@ impl PartitionLog {
                 let next_base = segments
                     .get(i + 1)
                     .map_or(active.0.base_offset, |s| s.base_offset);
+                // A recovery point's segment is walked from its start: its
+                // byte position may predate a compaction that rewrote the
+                // segment (or merged it into an older one) since the
+                // checkpoint, and then it is no batch boundary.
                 let start = match from_point {
-                    Some(rp) if seg.base_offset < rp.segment => continue,
-                    Some(rp) if seg.base_offset == rp.segment => rp.position,
+                    Some(rp) if i < n && next_base <= rp.segment => continue,
+                    Some(rp) if i == n && seg.base_offset < rp.segment => continue,
                     Some(_) => 0,
                     None if i < n && next_base <= from_offset => continue,
                     None => 0,
