@@ -757,3 +757,67 @@ fn a_lost_tail_before_a_surviving_next_segment_ends_the_log_there() {
 fn used_len(data: &[u8]) -> usize {
     data.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1)
 }
+
+/// The recovery point on disk can name a byte position in a segment that
+/// compaction has since rewritten (the checkpoint is written lazily). A
+/// crash then must not make reopening fail on a position that is no longer
+/// a batch boundary.
+#[test]
+fn a_recovery_point_inside_a_since_compacted_segment_still_reopens() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let rec = Recorder::start(&scratch.path().join("log")).expect("recorder");
+    let log = Log::open_with(rec.dir(), LogConfig::default().cleaner(false)).expect("open");
+    let t = log
+        .create_topic(
+            "c",
+            TopicConfig::default()
+                .cleanup_policy(CleanupPolicy::Compact)
+                .min_cleanable_dirty_ratio(0.0)
+                .max_record_bytes(512)
+                .segment_bytes(2048),
+        )
+        .expect("create");
+    for i in 0..4u8 {
+        t.send(Record::new(vec![b'a' + i; 300]).key(format!("k{i}")))
+            .expect("send");
+    }
+    log.sync().expect("sync");
+    // Writes the checkpoint: the recovery point is inside segment 0.
+    log.create_topic("other", TopicConfig::default())
+        .expect("create");
+    // The first key again (compaction then shortens segment 0's first
+    // batch, moving every later batch), then more keys until segment 0
+    // rolls.
+    t.send(Record::new(vec![b'z'; 300]).key("k0"))
+        .expect("send");
+    let mut i = 4;
+    while t.partition(0).expect("partition").end_offset() < 12 {
+        t.send(Record::new(vec![b'y'; 300]).key(format!("k{i}")))
+            .expect("send");
+        i += 1;
+    }
+    let stats = log.compact_now("c").expect("compact");
+    assert!(stats.segments_in > 0, "nothing compacted: {stats:?}");
+    let history = rec.history();
+    let mut replay = history.replay();
+    replay.advance_to(history.ops().len());
+    let dest = scratch.path().join("after");
+    replay
+        .materialise(LossMode::DropUnsynced, 0, &dest)
+        .expect("materialise");
+    let after = Log::open_with(&dest, LogConfig::default().cleaner(false))
+        .expect("reopen after compaction rewrote the recovery point's segment");
+    let p = after
+        .topic("c")
+        .expect("topic")
+        .partition(0)
+        .expect("partition");
+    let read = p.read(p.start_offset(), 100).expect("read");
+    for k in ["k1", "k2", "k3"] {
+        assert!(
+            read.iter().any(|m| m.key() == Some(k.as_bytes())),
+            "the synced record of {k} is gone"
+        );
+    }
+    drop(log);
+}

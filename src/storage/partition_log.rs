@@ -852,6 +852,10 @@ impl PartitionLog {
                     .map_or(active.0.base_offset, |s| s.base_offset);
                 let start = match from_point {
                     Some(rp) if seg.base_offset < rp.segment => continue,
+                    // Compaction may have rewritten the segment since the
+                    // point was taken: its position need not be a batch
+                    // boundary any more.
+                    Some(rp) if seg.base_offset == rp.segment && self.limits.compacted => 0,
                     Some(rp) if seg.base_offset == rp.segment => rp.position,
                     Some(_) => 0,
                     None if i < n && next_base <= from_offset => continue,
