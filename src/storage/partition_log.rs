@@ -966,6 +966,10 @@ impl PartitionLog {
     /// is kept and the crash-safe swap).
     pub(crate) fn compact(&self, settings: CompactSettings) -> Result<CompactionReport> {
         let _one_at_a_time = self.cleaner_lock.lock();
+        // A record is dropped for a later one of its key in any closed
+        // segment; that one must be durable first, or a power cut between
+        // two swaps could take both.
+        self.flush_rolled()?;
         let mut report = CompactionReport::default();
         let (candidates, active_base) = {
             let st = self.state.lock();
