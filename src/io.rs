@@ -75,20 +75,14 @@ fn sync_dir_raw(path: &Path) -> Result<()> {
 /// Replaces `path` with `data` atomically and durably.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
-    recorded!(path, write_atomic_raw(path, &tmp, data), |sim| sim
-        .write_atomic(path, &tmp, data, || write_atomic_raw(
-            path, &tmp, data
-        )))
-}
-
-fn write_atomic_raw(path: &Path, tmp: &Path, data: &[u8]) -> Result<()> {
     {
-        let mut f = File::create(tmp).map_err(|e| Error::io("create", tmp, e))?;
-        f.write_all(data).map_err(|e| Error::io("write", tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("fsync", tmp, e))?;
+        let f = DataFile::open(&tmp, true)?;
+        f.truncate(0)?;
+        f.write_all_at(data, 0)?;
+        f.sync_all()?;
     }
-    fs::rename(tmp, path).map_err(|e| Error::io("rename", path, e))?;
-    sync_dir_raw(parent_of(path))
+    rename(&tmp, path)?;
+    sync_dir(parent_of(path))
 }
 
 /// The temporary name [`write_atomic`] writes through; leftovers of a crash
@@ -387,6 +381,16 @@ impl DataFile {
         let real = || {
             self.file
                 .sync_data()
+                .map_err(|e| Error::io("fsync", &self.path, e))
+        };
+        recorded_data!(self, real(), |node, id| Some(power_loss::Op::Fsync { id }))
+    }
+
+    /// fsync: data and metadata on stable storage (for [`write_atomic`]).
+    fn sync_all(&self) -> Result<()> {
+        let real = || {
+            self.file
+                .sync_all()
                 .map_err(|e| Error::io("fsync", &self.path, e))
         };
         recorded_data!(self, real(), |node, id| Some(power_loss::Op::Fsync { id }))

@@ -659,62 +659,6 @@ impl Shared {
         Ok(out)
     }
 
-    pub(crate) fn write_atomic<T>(
-        &self,
-        path: &Path,
-        tmp: &Path,
-        data: &[u8],
-        real: impl FnOnce() -> crate::Result<T>,
-    ) -> crate::Result<T> {
-        let mut live = self.live.lock();
-        let existing_tmp = live.rel(tmp).and_then(|r| live.fs.lookup(r));
-        if let Some(id) = existing_tmp {
-            live.capture(id);
-        }
-        if let Some(id) = live.rel(path).and_then(|r| live.fs.lookup(r)) {
-            live.capture(id);
-            live.mapped.remove(&id);
-        }
-        let out = real()?;
-        let Some((dir, tmp_name)) = live.parent_and_name(tmp) else {
-            return Ok(out);
-        };
-        let id = match existing_tmp {
-            Some(id) => {
-                live.record(Op::SetLen { id, len: 0 });
-                id
-            }
-            None => {
-                let id = live.fs.nodes.len();
-                live.record(Op::Create {
-                    parent: dir,
-                    name: tmp_name.clone(),
-                    id,
-                });
-                id
-            }
-        };
-        live.record(Op::Write {
-            id,
-            offset: 0,
-            data: data.to_vec(),
-        });
-        live.record(Op::Fsync { id });
-        let to = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_owned();
-        live.record(Op::Rename {
-            dir,
-            from: tmp_name,
-            to,
-            id,
-        });
-        live.record(Op::DirSync { id: dir });
-        Ok(out)
-    }
-
     pub(crate) fn remove<T>(
         &self,
         path: &Path,
