@@ -16,7 +16,7 @@
 //! Errors name the operation and the path.
 //!
 //! With the `power-loss-sim` feature (tests only), every operation below a
-//! directory watched by a [`power_loss::Recorder`] is also recorded, so a
+//! directory watched by a `power_loss::Recorder` is also recorded, so a
 //! test can cut power at any point and reopen what a reboot would find.
 
 use std::fs::{self, File, OpenOptions};
