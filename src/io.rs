@@ -14,6 +14,10 @@
 //!   a memory map, so running out of disk is an `Err`, never a `SIGBUS`.
 //!
 //! Errors name the operation and the path.
+//!
+//! With the `power-loss-sim` feature (tests only), every operation below a
+//! directory watched by a `power_loss::Recorder` is also recorded, so a
+//! test can cut power at any point and reopen what a reboot would find.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -22,6 +26,22 @@ use std::path::{Path, PathBuf};
 use memmap2::{Mmap, MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
+
+#[cfg(feature = "power-loss-sim")]
+pub(crate) mod power_loss;
+
+/// Runs `real` through the power-loss recorder watching `path`, if any
+/// (`$hook` is the recorder method; the recorder holds its lock across
+/// `real` and records what it did).
+macro_rules! recorded {
+    ($path:expr, $real:expr, |$sim:ident| $hook:expr) => {{
+        #[cfg(feature = "power-loss-sim")]
+        if let Some($sim) = power_loss::find($path) {
+            return $hook;
+        }
+        $real
+    }};
+}
 
 /// Creates `path` and any missing parents, then fsyncs the parent of `path`
 /// so the new entry is durable.
@@ -36,11 +56,17 @@ pub(crate) fn create_dir_durable(path: &Path) -> Result<()> {
 /// Creates `path` (and missing parents) without fsyncing its parent: the
 /// caller does that once after creating several.
 pub(crate) fn create_dir(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))
+    let real = || fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e));
+    recorded!(path, real(), |sim| sim.create_dirs(path, real))
 }
 
 /// Fsyncs a directory, making the entries created or removed in it durable.
 pub(crate) fn sync_dir(path: &Path) -> Result<()> {
+    recorded!(path, sync_dir_raw(path), |sim| sim
+        .sync_dir(path, || sync_dir_raw(path)))
+}
+
+fn sync_dir_raw(path: &Path) -> Result<()> {
     let dir = File::open(path).map_err(|e| Error::io("open directory", path, e))?;
     dir.sync_all()
         .map_err(|e| Error::io("fsync directory", path, e))
@@ -50,11 +76,12 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
     {
-        let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        f.write_all(data).map_err(|e| Error::io("write", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        let f = DataFile::open(&tmp, true)?;
+        f.truncate(0)?;
+        f.write_all_at(data, 0)?;
+        f.sync_all()?;
     }
-    fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
+    rename(&tmp, path)?;
     sync_dir(parent_of(path))
 }
 
@@ -85,20 +112,22 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
 
 /// Removes a file; a missing file is not an error.
 pub(crate) fn remove_file(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
+    let real = || match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("remove", path, e)),
-    }
+    };
+    recorded!(path, real(), |sim| sim.remove(path, real))
 }
 
 /// Removes a directory tree; a missing one is not an error.
 pub(crate) fn remove_dir_all(path: &Path) -> Result<()> {
-    match fs::remove_dir_all(path) {
+    let real = || match fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("remove directory", path, e)),
-    }
+    };
+    recorded!(path, real(), |sim| sim.remove(path, real))
 }
 
 /// An entry of a directory listing.
@@ -127,7 +156,8 @@ pub(crate) fn list_dir(path: &Path) -> Result<Vec<DirEntry>> {
 
 /// Renames a file (replacing `to`); the caller fsyncs the directory.
 pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to).map_err(|e| Error::io("rename", from, e))
+    let real = || fs::rename(from, to).map_err(|e| Error::io("rename", from, e));
+    recorded!(from, real(), |sim| sim.rename(from, to, real))
 }
 
 /// Modification time of a file in milliseconds since the Unix epoch.
@@ -222,6 +252,23 @@ pub(crate) fn boot_id() -> Option<String> {
 pub(crate) struct DataFile {
     file: File,
     path: PathBuf,
+    /// The power-loss recorder watching this file, and its node there.
+    #[cfg(feature = "power-loss-sim")]
+    sim: Option<(std::sync::Arc<power_loss::Shared>, power_loss::NodeId)>,
+}
+
+/// Runs a data operation on `$file` through its power-loss recorder, if
+/// any: `$op` (given the model's node) says what to record.
+macro_rules! recorded_data {
+    ($file:expr, $real:expr, |$node:ident, $id:ident| $op:expr) => {{
+        #[cfg(feature = "power-loss-sim")]
+        if let Some((sim, id)) = &$file.sim {
+            let $id = *id;
+            #[allow(unused_variables)]
+            return sim.data_op($id, |$node| $op, || $real);
+        }
+        $real
+    }};
 }
 
 impl DataFile {
@@ -231,16 +278,15 @@ impl DataFile {
         if let Some(e) = faults::take_open_failure(path) {
             return Err(Error::io("create", path, e));
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| Error::io("create", path, e))?;
-        Ok(DataFile {
-            file,
-            path: path.to_owned(),
-        })
+        let real = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .map_err(|e| Error::io("create", path, e))
+        };
+        DataFile::recorded_open(path, true, real)
     }
 
     /// Opens an existing file, or creates it when `create` is set.
@@ -249,16 +295,38 @@ impl DataFile {
         if let Some(e) = faults::take_open_failure(path) {
             return Err(Error::io("open", path, e));
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| Error::io("open", path, e))?;
+        let real = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(create)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| Error::io("open", path, e))
+        };
+        DataFile::recorded_open(path, create, real)
+    }
+
+    fn recorded_open(
+        path: &Path,
+        create: bool,
+        real: impl FnOnce() -> Result<File>,
+    ) -> Result<DataFile> {
+        #[cfg(feature = "power-loss-sim")]
+        if let Some(sim) = power_loss::find(path) {
+            let (file, id) = sim.open(path, create, real)?;
+            return Ok(DataFile {
+                file,
+                path: path.to_owned(),
+                sim: id.map(|id| (sim, id)),
+            });
+        }
+        let _ = create;
         Ok(DataFile {
-            file,
+            file: real()?,
             path: path.to_owned(),
+            #[cfg(feature = "power-loss-sim")]
+            sim: None,
         })
     }
 
@@ -284,25 +352,39 @@ impl DataFile {
                 std::io::Error::new(ErrorKind::InvalidInput, "length overflows off_t"),
             )
         })?;
-        // SAFETY: the descriptor is open for writing and owned by `self.file`
-        // for the duration of the call; posix_fallocate only reads its
-        // integer arguments.
-        let rc = unsafe { libc::posix_fallocate(self.file.as_raw_fd(), 0, len) };
-        if rc != 0 {
-            return Err(Error::io(
-                "allocate",
-                &self.path,
-                std::io::Error::from_raw_os_error(rc),
-            ));
-        }
-        Ok(())
+        let real = || {
+            // SAFETY: the descriptor is open for writing and owned by
+            // `self.file` for the duration of the call; posix_fallocate only
+            // reads its integer arguments.
+            let rc = unsafe { libc::posix_fallocate(self.file.as_raw_fd(), 0, len) };
+            if rc != 0 {
+                return Err(Error::io(
+                    "allocate",
+                    &self.path,
+                    std::io::Error::from_raw_os_error(rc),
+                ));
+            }
+            Ok(())
+        };
+        recorded_data!(self, real(), |node, id| (power_loss::node_len(node)
+            < len as u64)
+            .then_some(power_loss::Op::SetLen {
+                id,
+                len: len as u64
+            }))
     }
 
     /// Cuts the file to `len` bytes.
     pub(crate) fn truncate(&self, len: u64) -> Result<()> {
-        self.file
-            .set_len(len)
-            .map_err(|e| Error::io("truncate", &self.path, e))
+        let real = || {
+            self.file
+                .set_len(len)
+                .map_err(|e| Error::io("truncate", &self.path, e))
+        };
+        recorded_data!(self, real(), |node, id| Some(power_loss::Op::SetLen {
+            id,
+            len
+        }))
     }
 
     /// fdatasync: the file's data (and the size needed to read it) is on
@@ -312,27 +394,52 @@ impl DataFile {
         if let Some(e) = faults::take_fsync_failure(&self.path) {
             return Err(Error::io("fsync", &self.path, e));
         }
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io("fsync", &self.path, e))
+        let real = || {
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io("fsync", &self.path, e))
+        };
+        recorded_data!(self, real(), |node, id| Some(power_loss::Op::Fsync { id }))
+    }
+
+    /// fsync: data and metadata on stable storage (for [`write_atomic`]).
+    fn sync_all(&self) -> Result<()> {
+        let real = || {
+            self.file
+                .sync_all()
+                .map_err(|e| Error::io("fsync", &self.path, e))
+        };
+        recorded_data!(self, real(), |node, id| Some(power_loss::Op::Fsync { id }))
     }
 
     /// Writes `data` at `pos` (used for index files, never for segment data).
     pub(crate) fn write_all_at(&self, data: &[u8], pos: u64) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        self.file
-            .write_all_at(data, pos)
-            .map_err(|e| Error::io("write", &self.path, e))
+        let real = || {
+            self.file
+                .write_all_at(data, pos)
+                .map_err(|e| Error::io("write", &self.path, e))
+        };
+        recorded_data!(self, real(), |node, id| Some(power_loss::Op::Write {
+            id,
+            offset: pos,
+            data: data.to_vec()
+        }))
     }
 
     /// Maps `capacity` bytes of the file for reading and writing. The file
     /// may be shorter: the caller must only touch bytes below the file's
     /// length (see [`allocate`](Self::allocate)).
     pub(crate) fn map_raw(&self, capacity: u64) -> Result<MmapRaw> {
-        MmapOptions::new()
+        let map = MmapOptions::new()
             .len(capacity as usize)
             .map_raw(&self.file)
-            .map_err(|e| Error::io("mmap", &self.path, e))
+            .map_err(|e| Error::io("mmap", &self.path, e))?;
+        #[cfg(feature = "power-loss-sim")]
+        if let Some((sim, id)) = &self.sim {
+            sim.mapped(*id, &self.file);
+        }
+        Ok(map)
     }
 }
 

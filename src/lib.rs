@@ -49,6 +49,13 @@ pub mod fuzz;
 #[doc(hidden)]
 pub mod inspect;
 mod io;
+#[cfg(feature = "power-loss-sim")]
+#[doc(hidden)]
+pub mod power_loss {
+    //! Power-loss simulation for tests (feature `power-loss-sim`); see
+    //! `tests/power_loss.rs`. Not an API.
+    pub use crate::io::power_loss::{History, LossMode, Op, Recorder, Replay, Rng};
+}
 mod log;
 mod producer;
 mod record;

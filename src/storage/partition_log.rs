@@ -572,13 +572,25 @@ impl PartitionLog {
             } else {
                 next_offset = next_offset.max(base);
             }
-            let truncated = rec.truncated;
+            // A segment ending before the next one begins lost its unsynced
+            // tail to a power cut that kept the next segment's directory
+            // entry. Nothing after it was synced (a sync fsyncs rolled
+            // segments first), so the log ends there too, gapless.
+            let gap = !is_last
+                && !limits.compacted
+                && !rec.damaged
+                && rec.next_offset.unwrap_or(base) < bases[i + 1];
+            let truncated = rec.truncated || gap;
             if is_last || truncated {
                 // A bad batch before the active segment ends the log there:
-                // later segments cannot follow a gap, so they go.
+                // later segments cannot follow a gap, so they go, durably
+                // (before appends reuse their offsets).
                 for &later in &bases[i + 1..] {
                     let s = Segment::new(&dir, later, limits.compacted);
                     s.delete_files()?;
+                }
+                if !is_last {
+                    io::sync_dir(&dir)?;
                 }
                 let active = Active::resume(seg, rec.end, rec.ix, limits.segment_bytes)?;
                 let log = Self::assemble(
@@ -980,6 +992,10 @@ impl PartitionLog {
     /// is kept and the crash-safe swap).
     pub(crate) fn compact(&self, settings: CompactSettings) -> Result<CompactionReport> {
         let _one_at_a_time = self.cleaner_lock.lock();
+        // A record is dropped for a later one of its key in any closed
+        // segment; that one must be durable first, or a power cut between
+        // two swaps could take both.
+        self.flush_rolled()?;
         let mut report = CompactionReport::default();
         let (candidates, active_base) = {
             let st = self.state.lock();
