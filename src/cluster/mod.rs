@@ -916,6 +916,10 @@ impl ClusterInner {
                 s.log = Some(log);
                 s.synced_epoch = -1;
                 s.leo = 0;
+                // A restarted broker leads nothing until the controller
+                // tells it what to do (its log stamps no epoch before).
+                s.view_leader = None;
+                s.view_epoch = -1;
             }
         }
         self.alive[id as usize].store(true, Ordering::Release);

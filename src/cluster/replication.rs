@@ -280,11 +280,14 @@ impl Part {
                 epoch: t.epoch,
             }));
         }
-        if st.hw >= end {
-            return Some(Ok(()));
-        }
+        // A high watermark that moved with too small an ISR covers fewer
+        // copies than `min_insync_replicas` promises (Kafka's
+        // NOT_ENOUGH_REPLICAS_AFTER_APPEND).
         if st.isr.len() < self.min_isr {
             return Some(Err(self.not_enough(st.isr.len())));
+        }
+        if st.hw >= end {
+            return Some(Ok(()));
         }
         None
     }
