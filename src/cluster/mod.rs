@@ -32,6 +32,12 @@
 //! - `replica_lag_time_max` defaults to 2 s (Kafka: 30 s): in one process
 //!   a follower that has not caught up for 2 s is stuck, not slow.
 //!
+//! Lock order: the cluster's metadata lock, then a partition's state
+//! lock, then the storage's own locks (a replica's `sync_lock`, then its
+//! state); storage never calls back into the cluster. An `Acks::All`
+//! append waits on the partition's condition variable holding nothing
+//! else.
+//!
 //! What it does not do (yet): compaction, idempotent and transactional
 //! producers, `add_partitions` and `delete_topic` on a cluster; consumer
 //! groups keep their committed offsets on the controller's side in a
