@@ -55,6 +55,7 @@ mod record;
 mod storage;
 mod topic;
 mod txn;
+mod typed;
 
 pub use cluster::{Acks, Cluster, ClusterConfig, MAX_BROKERS};
 pub use config::{
@@ -70,3 +71,8 @@ pub use log::{CompactionStats, Log};
 pub use producer::{Producer, ProducerConfig};
 pub use record::{Message, Record, RecordMetadata, TopicPartition};
 pub use topic::{murmur2, Partition, Partitioner, Topic};
+#[cfg(feature = "json")]
+pub use typed::Json;
+#[cfg(feature = "postcard")]
+pub use typed::Postcard;
+pub use typed::{Codec, CodecError, DefaultCodec, TypedConsumer, TypedMessage, TypedTopic};
