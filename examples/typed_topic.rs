@@ -53,7 +53,8 @@ fn main() -> brook::Result<()> {
     );
 
     let config = ConsumerConfig::new("billing").auto_offset_reset(OffsetReset::Earliest);
-    let mut consumer: TypedConsumer<OrderId, Order> = TypedConsumer::new(log.consumer_with(config)?);
+    let mut consumer: TypedConsumer<OrderId, Order> =
+        TypedConsumer::new(log.consumer_with(config)?);
     consumer.subscribe(&["orders"])?;
 
     let mut seen = 0;

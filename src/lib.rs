@@ -36,6 +36,8 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "tokio")]
+mod asynch;
 mod cluster;
 mod config;
 mod consumer;
@@ -57,6 +59,8 @@ mod topic;
 mod txn;
 mod typed;
 
+#[cfg(feature = "tokio")]
+pub use asynch::{AsyncConsumer, AsyncTopic};
 pub use cluster::{Acks, Cluster, ClusterConfig, MAX_BROKERS};
 pub use config::{
     CleanupPolicy, LogConfig, SyncPolicy, TopicConfig, MAX_PARTITIONS, MAX_SEGMENT_BYTES,

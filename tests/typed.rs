@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use brook::{
-    Cluster, ClusterConfig, Codec, ConsumerConfig, Error, Json, Log, OffsetReset, Postcard,
-    Record, TopicConfig, TopicPartition, TypedConsumer, TypedMessage, TypedTopic,
+    Cluster, ClusterConfig, Codec, ConsumerConfig, Error, Json, Log, OffsetReset, Postcard, Record,
+    TopicConfig, TopicPartition, TypedConsumer, TypedMessage, TypedTopic,
 };
 use serde::{Deserialize, Serialize};
 
@@ -31,8 +31,8 @@ fn order(n: u64) -> Order {
     Order {
         customer: format!("customer-{n}"),
         items: (0..n % 3).map(|i| format!("item-{i}")).collect(),
-        note: (n % 2 == 0).then(|| "gift".to_string()),
-        status: if n % 2 == 0 {
+        note: n.is_multiple_of(2).then(|| "gift".to_string()),
+        status: if n.is_multiple_of(2) {
             Status::Placed
         } else {
             Status::Paid { cents: n * 100 }
@@ -141,7 +141,8 @@ fn a_bad_record_is_an_error_naming_topic_partition_and_offset_and_the_consumer_m
         .unwrap();
     let orders: TypedTopic<u64, Order> = TypedTopic::new(raw.clone());
     orders.append(&0, &order(0)).unwrap();
-    raw.append([0u8], "not postcard at all: \u{ff}\u{ff}").unwrap(); // offset 1: value bad
+    raw.append([0u8], "not postcard at all: \u{ff}\u{ff}")
+        .unwrap(); // offset 1: value bad
     raw.append([0xffu8; 11], [0u8]).unwrap(); // offset 2: key bad (varint too long)
     orders.append(&3, &order(3)).unwrap();
 
@@ -163,7 +164,10 @@ fn a_bad_record_is_an_error_naming_topic_partition_and_offset_and_the_consumer_m
                 codec,
                 ..
             }) => {
-                assert_eq!((topic.as_str(), partition, codec), ("orders", 0, "postcard"));
+                assert_eq!(
+                    (topic.as_str(), partition, codec),
+                    ("orders", 0, "postcard")
+                );
                 bad.push((offset, field));
             }
             Err(e) => panic!("unexpected error {e}"),
@@ -185,7 +189,9 @@ fn a_bad_record_is_an_error_naming_topic_partition_and_offset_and_the_consumer_m
 fn a_decode_error_message_names_topic_partition_offset_and_codec() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let raw = log.create_topic("payments", TopicConfig::default()).unwrap();
+    let raw = log
+        .create_topic("payments", TopicConfig::default())
+        .unwrap();
     raw.append("k", "{not json").unwrap();
     let mut c: TypedConsumer<String, Order, Json> =
         TypedConsumer::new(log.consumer_with(earliest("g")).unwrap());
@@ -196,7 +202,10 @@ fn a_decode_error_message_names_topic_partition_offset_and_codec() {
         text.contains("payments-0") && text.contains("offset 0") && text.contains("json"),
         "the message should name topic-partition, offset and codec: {text}"
     );
-    assert!(std::error::Error::source(&err).is_some(), "keeps the codec's error");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "keeps the codec's error"
+    );
 }
 
 #[test]
@@ -224,7 +233,10 @@ fn a_consumer_can_stop_at_a_bad_record_by_seeking_back_to_it() {
     c.seek(&tp, bad).unwrap();
     c.commit_offsets(&[(tp.clone(), bad)]).unwrap();
     assert_eq!(c.committed(&tp).unwrap(), Some(1));
-    assert!(poll_n(&mut c, 2)[0].is_err(), "the bad record comes back first");
+    assert!(
+        poll_n(&mut c, 2)[0].is_err(),
+        "the bad record comes back first"
+    );
 }
 
 #[test]
@@ -259,7 +271,10 @@ fn tombstones_and_unkeyed_records_decode_to_none() {
             (k, v)
         })
         .collect();
-    assert_eq!(items, vec![(None, Some(5)), (Some("gone".to_string()), None)]);
+    assert_eq!(
+        items,
+        vec![(None, Some(5)), (Some("gone".to_string()), None)]
+    );
 }
 
 #[test]
@@ -309,7 +324,9 @@ struct Unencodable;
 
 impl Serialize for Unencodable {
     fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom("this value refuses to be encoded"))
+        Err(serde::ser::Error::custom(
+            "this value refuses to be encoded",
+        ))
     }
 }
 
@@ -330,7 +347,11 @@ fn an_encode_failure_names_the_topic_and_writes_nothing() {
     let json: TypedTopic<u64, Unencodable, Json> = TypedTopic::new(t.clone());
     let err = json.append(&1, &Unencodable).unwrap_err();
     assert!(err.to_string().contains("refuses to be encoded"), "{err}");
-    assert_eq!(t.partition(0).unwrap().end_offset(), 0, "nothing was written");
+    assert_eq!(
+        t.partition(0).unwrap().end_offset(),
+        0,
+        "nothing was written"
+    );
 }
 
 #[test]
