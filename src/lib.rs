@@ -23,6 +23,12 @@
 //!   memory-mapped bytes (no copy).
 //! - When an append returns, the record is visible to every reader and
 //!   survives `kill -9`; surviving power loss follows [`SyncPolicy`].
+//! - [`TypedTopic`] and [`TypedConsumer`] append and poll Rust values
+//!   through a serde [`Codec`] (postcard by default, JSON with the `json`
+//!   feature); a record that does not decode is an [`Error::Decode`]
+//!   naming topic, partition and offset, and the consumer goes on.
+//! - With the `tokio` feature, `AsyncConsumer` is a `Stream` of messages
+//!   woken by appends and `AsyncTopic` appends as futures.
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();

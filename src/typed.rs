@@ -14,8 +14,8 @@
 //! bad record is simply going on (and seeking back to its offset is how to
 //! stop there instead).
 //!
-//! Codecs: [`Postcard`] (feature `postcard`, on by default) is the default
-//! binary codec; [`Json`] (feature `json`) is readable by anything. Any
+//! Codecs: `Postcard` (feature `postcard`, on by default) is the default
+//! binary codec; `Json` (feature `json`) is readable by anything. Any
 //! other format fits behind the [`Codec`] trait.
 
 use std::fmt;
@@ -68,7 +68,7 @@ pub trait Codec: Clone + fmt::Debug + Send + Sync + 'static {
 /// self-describing, so a key or value type must change compatibly (or
 /// move to a new topic) — and serde features that need a self-describing
 /// format (`#[serde(flatten)]`, untagged enums, `serde_json::Value`) do
-/// not work with it; use [`Json`] for those.
+/// not work with it; use `Json` for those.
 #[cfg(feature = "postcard")]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Postcard;
@@ -99,7 +99,7 @@ impl Codec for Postcard {
 }
 
 /// JSON through serde_json: self-describing and readable by any tool
-/// (`brook consume` prints it as is), larger and slower than [`Postcard`].
+/// (`brook consume` prints it as is), larger and slower than `Postcard`.
 #[cfg(feature = "json")]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Json;
@@ -120,13 +120,13 @@ impl Codec for Json {
 }
 
 /// The codec `TypedTopic<K, V>` and `TypedConsumer<K, V>` use when none is
-/// named: [`Postcard`] with the `postcard` feature (the default), else
-/// [`Json`] with the `json` feature.
+/// named: `Postcard` with the `postcard` feature (the default), else
+/// `Json` with the `json` feature.
 #[cfg(feature = "postcard")]
 pub type DefaultCodec = Postcard;
 /// The codec `TypedTopic<K, V>` and `TypedConsumer<K, V>` use when none is
-/// named: [`Postcard`] with the `postcard` feature (the default), else
-/// [`Json`] with the `json` feature.
+/// named: `Postcard` with the `postcard` feature (the default), else
+/// `Json` with the `json` feature.
 #[cfg(all(not(feature = "postcard"), feature = "json"))]
 pub type DefaultCodec = Json;
 /// Without the `postcard` and `json` features there is no default codec:
@@ -440,7 +440,7 @@ impl<K, V, C> DerefMut for TypedConsumer<K, V, C> {
 impl<K: DeserializeOwned, V: DeserializeOwned> TypedMessage<K, V> {
     /// Decodes a message's key and value with `codec` (for messages read
     /// another way: [`Partition::read`](crate::Partition::read), an
-    /// [`AsyncConsumer`](crate::AsyncConsumer) stream). A failure is an
+    /// `AsyncConsumer` stream). A failure is an
     /// [`Error::Decode`] naming the message's topic, partition and offset.
     pub fn decode<C: Codec>(codec: &C, message: Message) -> Result<Self> {
         let fail = |field: &'static str, source: CodecError| Error::Decode {
