@@ -257,6 +257,39 @@ pub enum Error {
         /// The timeout that passed.
         timeout_ms: u64,
     },
+    /// A typed topic's codec could not encode a key or value; nothing was
+    /// written.
+    #[error("cannot encode the {field} of a record for topic {topic:?} with {codec}: {source}")]
+    Encode {
+        /// The topic.
+        topic: String,
+        /// `"key"` or `"value"`.
+        field: &'static str,
+        /// The codec's name ([`Codec::name`](crate::Codec::name)).
+        codec: &'static str,
+        /// The codec's error.
+        #[source]
+        source: crate::typed::CodecError,
+    },
+    /// A record's key or value did not decode with a typed consumer's
+    /// codec. The consumer has moved past the record: skip it and go on, or
+    /// `seek` back to `offset` to stop there.
+    #[error("cannot decode the {field} of {topic}-{partition} at offset {offset} with {codec}: {source}")]
+    Decode {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The record's offset.
+        offset: u64,
+        /// `"key"` or `"value"`.
+        field: &'static str,
+        /// The codec's name ([`Codec::name`](crate::Codec::name)).
+        codec: &'static str,
+        /// The codec's error.
+        #[source]
+        source: crate::typed::CodecError,
+    },
     /// The log (or the partition, after a failed fsync) no longer takes this call.
     #[error("closed: {what}")]
     Closed {

@@ -23,6 +23,12 @@
 //!   memory-mapped bytes (no copy).
 //! - When an append returns, the record is visible to every reader and
 //!   survives `kill -9`; surviving power loss follows [`SyncPolicy`].
+//! - [`TypedTopic`] and [`TypedConsumer`] append and poll Rust values
+//!   through a serde [`Codec`] (postcard by default, JSON with the `json`
+//!   feature); a record that does not decode is an [`Error::Decode`]
+//!   naming topic, partition and offset, and the consumer goes on.
+//! - With the `tokio` feature, `AsyncConsumer` is a `Stream` of messages
+//!   woken by appends and `AsyncTopic` appends as futures.
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
@@ -36,6 +42,8 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "tokio")]
+mod asynch;
 mod cluster;
 mod config;
 mod consumer;
@@ -62,7 +70,10 @@ mod record;
 mod storage;
 mod topic;
 mod txn;
+mod typed;
 
+#[cfg(feature = "tokio")]
+pub use asynch::{AsyncConsumer, AsyncTopic};
 pub use cluster::{Acks, Cluster, ClusterConfig, MAX_BROKERS};
 pub use config::{
     CleanupPolicy, LogConfig, SyncPolicy, TopicConfig, MAX_PARTITIONS, MAX_SEGMENT_BYTES,
@@ -77,3 +88,8 @@ pub use log::{CompactionStats, Log};
 pub use producer::{Producer, ProducerConfig};
 pub use record::{Message, Record, RecordMetadata, TopicPartition};
 pub use topic::{murmur2, Partition, Partitioner, Topic};
+#[cfg(feature = "json")]
+pub use typed::Json;
+#[cfg(feature = "postcard")]
+pub use typed::Postcard;
+pub use typed::{Codec, CodecError, DefaultCodec, TypedConsumer, TypedMessage, TypedTopic};

@@ -366,6 +366,13 @@ impl Consumer {
         })
     }
 
+    /// What an async consumer waits on: the signal appends and rebalances
+    /// ring, and how often it must poll to keep its group membership.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn wake_source(&self) -> (&Arc<Notify>, Duration) {
+        (&self.notify, self.config.session_timeout)
+    }
+
     /// The group id.
     pub fn group_id(&self) -> &str {
         &self.config.group_id

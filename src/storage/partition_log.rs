@@ -325,12 +325,21 @@ impl std::fmt::Debug for PartitionLog {
 /// generation, then signals only if someone sleeps; the waiter registers in
 /// `sleepers` before its last check of the generation, so with both sides
 /// `SeqCst` one of them always sees the other and no wake-up is lost.
+///
+/// An async consumer's task registers a `Waker` instead of sleeping
+/// (`register_waker`), with the same argument: it sets `has_waker` before
+/// its last check of the generation, a notifier bumps the generation before
+/// it reads `has_waker`.
 #[derive(Debug, Default)]
 pub(crate) struct Notify {
     generation: AtomicU64,
     sleepers: std::sync::atomic::AtomicUsize,
     lock: Mutex<()>,
     cv: Condvar,
+    #[cfg(feature = "tokio")]
+    waker: Mutex<Option<std::task::Waker>>,
+    #[cfg(feature = "tokio")]
+    has_waker: std::sync::atomic::AtomicBool,
 }
 
 /// How long a waiter spins before it sleeps.
@@ -348,6 +357,29 @@ impl Notify {
             let _guard = self.lock.lock();
             self.cv.notify_all();
         }
+        #[cfg(feature = "tokio")]
+        if self.has_waker.load(Ordering::SeqCst) {
+            let mut slot = self.waker.lock();
+            self.has_waker.store(false, Ordering::SeqCst);
+            let waker = slot.take();
+            drop(slot);
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+
+    /// Wakes `waker` at the next [`notify`](Self::notify) (once). The
+    /// caller then checks the generation it saw before its last read: if
+    /// it moved, the wake-up may already have happened.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn register_waker(&self, waker: &std::task::Waker) {
+        let mut slot = self.waker.lock();
+        match &*slot {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+        self.has_waker.store(true, Ordering::SeqCst);
     }
 
     /// Returns once the generation moves past `seen` or `deadline` passes.
