@@ -40,28 +40,21 @@ use crate::consumer::{
 use crate::error::{Error, Result};
 use crate::format::Compression;
 use crate::io::{self, DirLock};
-use crate::producer::{Producer, ProducerConfig};
+use crate::producer::{Producer, ProducerConfig, ProducerHost};
 use crate::record::TopicPartition;
 use crate::storage::{
     dir_name, now_ms, CleanState, CompactSettings, CompactionReport, Limits, OpenHints,
     PartitionLog, ProducerSnapshot, ProducerWalk, RecoveryPoint, OPEN_BATCH_LINGER,
 };
 use crate::topic::{validate_topic_name, Topic, TopicInner};
-use crate::txn::{TxnState, TxnStatus, TxnStore, TxnTable, TXN_TOPIC};
+use crate::txn::ProducerKey;
+use crate::txn::{ProducerIds, TxnHost, TxnStore, TXN_TOPIC};
 
 const TOPICS_FILE: &str = "topics.json";
 const CHECKPOINT_FILE: &str = "recovery-checkpoint";
 const CLEAN_MARKER: &str = ".clean-shutdown";
 /// The end of the last block of producer ids handed out.
-const PRODUCER_IDS_FILE: &str = "producer-ids";
-/// Producer ids reserved on disk at a time.
-const PRODUCER_ID_BLOCK: i64 = 1000;
-
-#[derive(Serialize, Deserialize)]
-struct ProducerIdsFile {
-    /// Every id below this may have been handed out.
-    reserved_until: i64,
-}
+pub(crate) const PRODUCER_IDS_FILE: &str = "producer-ids";
 /// How often the background thread rewrites the checkpoint (when it changed).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -195,8 +188,8 @@ struct Shared {
     coordinator: Arc<Coordinator>,
     /// Bumped when topics are created, deleted or grow (groups reassign).
     metadata_epoch: AtomicU64,
-    /// Producer ids: `(next, end of the block reserved on disk)`.
-    producer_ids: Mutex<(i64, i64)>,
+    /// Producer ids, reserved in blocks in `producer-ids`.
+    producer_ids: ProducerIds,
     /// Transactional ids' state (`__transaction_state-0`).
     txns: TxnStore,
 }
@@ -328,8 +321,7 @@ impl Log {
             );
         }
         remove_orphans(&dir, &topics_file)?;
-        let next_producer_id = read_meta::<ProducerIdsFile>(&dir.join(PRODUCER_IDS_FILE))?
-            .map_or(0, |f| f.reserved_until);
+        let producer_ids = ProducerIds::open(dir.join(PRODUCER_IDS_FILE))?;
         // Partition directories created above (the offset store on first
         // open, partitions lost before a crash) become durable here.
         io::sync_dir(&dir)?;
@@ -346,17 +338,12 @@ impl Log {
             last_checkpoint: Mutex::new(None),
             coordinator: Arc::new(Coordinator::new(offsets)),
             metadata_epoch: AtomicU64::new(0),
-            producer_ids: Mutex::new((next_producer_id, next_producer_id)),
+            producer_ids,
             txns,
         });
         // Finish the transactions a crash interrupted.
-        for id in shared.txns.open_transactions() {
-            shared.txns.with(|table| {
-                let state = table.get(&id).cloned().expect("listed");
-                let commit = state.status == TxnStatus::PrepareCommit;
-                shared.finish_transaction(table, &id, state, commit)
-            })?;
-        }
+        let open = shared.txns.open_transactions();
+        shared.txns.finish_interrupted(&*shared, &open)?;
         let bg = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("brook-background".into())
@@ -581,102 +568,13 @@ impl Log {
     pub fn producer(&self, config: ProducerConfig) -> Result<Producer> {
         self.check_open()?;
         let s = &self.inner.shared;
-        let Some(txn_id) = config.transactional_id.clone() else {
-            let id = s.next_producer_id()?;
-            return Ok(Producer::new(self.clone(), config, id, 0));
-        };
-        if txn_id.is_empty() {
-            return Err(Error::config("transactional_id must not be empty"));
-        }
-        let timeout_ms = config.transaction_timeout.as_millis().min(u64::MAX as u128) as u64;
-        let (id, epoch) = s.txns.with(|table| {
-            let state = match table.get(&txn_id).cloned() {
-                Some(old) => {
-                    // Fence every older instance, then end what it left open.
-                    let state = s.bump_epoch(old)?;
-                    if state.is_open() {
-                        let commit = state.status == TxnStatus::PrepareCommit;
-                        s.finish_transaction(table, &txn_id, state.clone(), commit)?;
-                    }
-                    state
-                }
-                None => TxnState {
-                    producer_id: s.next_producer_id()?,
-                    epoch: 0,
-                    status: TxnStatus::Empty,
-                    partitions: Default::default(),
-                    offsets: Vec::new(),
-                    started_ms: 0,
-                    timeout_ms,
-                },
-            };
-            // An epoch that overflowed with a transaction open got a new id
-            // only now that the transaction is finished.
-            let state = if state.epoch == i16::MAX {
-                s.bump_epoch(TxnState {
-                    status: TxnStatus::Empty,
-                    ..state
-                })?
-            } else {
-                state
-            };
-            let fresh = TxnState {
-                status: TxnStatus::Empty,
-                partitions: Default::default(),
-                offsets: Vec::new(),
-                timeout_ms,
-                ..state
-            };
-            let ids = (fresh.producer_id, fresh.epoch);
-            table.put(&txn_id, fresh)?;
-            Ok(ids)
-        })?;
-        Ok(Producer::new(self.clone(), config, id, epoch))
-    }
-
-    /// Adds partitions and group offsets to `txn_id`'s transaction (state
-    /// `Ongoing` from the first addition on).
-    pub(crate) fn add_to_transaction(
-        &self,
-        txn_id: &str,
-        producer: (i64, i16),
-        partitions: &[(String, u32)],
-        offsets: &[(String, String, u32, u64)],
-    ) -> Result<()> {
-        self.check_open()?;
-        let s = &self.inner.shared;
-        s.txns.with(|table| {
-            let mut state = current_transaction(table, txn_id, producer)?;
-            let new_partitions = partitions.iter().any(|p| !state.partitions.contains(p));
-            if !new_partitions && offsets.is_empty() && state.status == TxnStatus::Ongoing {
-                return Ok(());
-            }
-            if state.status != TxnStatus::Ongoing {
-                state.status = TxnStatus::Ongoing;
-                state.started_ms = now_ms();
-            }
-            state.partitions.extend(partitions.iter().cloned());
-            state.offsets.extend(offsets.iter().cloned());
-            table.put(txn_id, state)
-        })
-    }
-
-    /// Commits or aborts `txn_id`'s transaction.
-    pub(crate) fn end_transaction(
-        &self,
-        txn_id: &str,
-        producer: (i64, i16),
-        commit: bool,
-    ) -> Result<()> {
-        self.check_open()?;
-        let s = &self.inner.shared;
-        s.txns.with(|table| {
-            let state = current_transaction(table, txn_id, producer)?;
-            if state.status != TxnStatus::Ongoing {
-                return Ok(()); // nothing was sent: nothing to end
-            }
-            s.finish_transaction(table, txn_id, state, commit)
-        })
+        Producer::open(
+            Box::new(self.clone()),
+            config,
+            &s.producer_ids,
+            &s.txns,
+            &**s,
+        )
     }
 
     /// Runs a compaction pass over every partition of a compacted topic
@@ -728,6 +626,32 @@ impl Log {
     }
 }
 
+impl ProducerHost for Log {
+    fn topic(&self, name: &str) -> Result<Topic> {
+        Log::topic(self, name)
+    }
+
+    fn add_to_transaction(
+        &self,
+        txn_id: &str,
+        producer: ProducerKey,
+        partitions: &[(String, u32)],
+        offsets: &[(String, String, u32, u64)],
+    ) -> Result<()> {
+        self.check_open()?;
+        self.inner
+            .shared
+            .txns
+            .add(txn_id, producer, partitions, offsets)
+    }
+
+    fn end_transaction(&self, txn_id: &str, producer: ProducerKey, commit: bool) -> Result<()> {
+        self.check_open()?;
+        let s = &self.inner.shared;
+        s.txns.end(&**s, txn_id, producer, commit)
+    }
+}
+
 impl TopicSource for Shared {
     fn partitions(&self, topic: &str) -> Result<Vec<Arc<PartitionLog>>> {
         self.topics
@@ -757,6 +681,34 @@ impl TopicSource for Shared {
             });
         }
         Ok(())
+    }
+}
+
+impl TxnHost for Shared {
+    fn next_producer_id(&self) -> Result<i64> {
+        self.producer_ids.next()
+    }
+
+    fn write_marker(
+        &self,
+        topic: &str,
+        partition: u32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<()> {
+        // A topic deleted since holds nothing to mark.
+        if let Some(log) = self.partition_log(topic, partition) {
+            let marker = log.append_marker(producer_id, epoch, commit)?;
+            if let (Some(offset), SyncPolicy::Always) = (marker, self.config.sync) {
+                log.sync_to(offset + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit_offsets(&self, group: &str, offsets: &[(TopicPartition, Option<u64>)]) -> Result<()> {
+        self.coordinator.offsets.commit(group, offsets)
     }
 }
 
@@ -791,105 +743,6 @@ impl Shared {
         let t = topics.get(topic)?;
         let logs = t.partitions.read();
         logs.get(partition as usize).cloned()
-    }
-
-    /// Ends `state`'s transaction (see `txn.rs`): records the decision,
-    /// writes a marker to each of its partitions, commits its offsets on a
-    /// commit, and records the end.
-    fn finish_transaction(
-        &self,
-        table: &mut TxnTable<'_>,
-        id: &str,
-        mut state: TxnState,
-        commit: bool,
-    ) -> Result<()> {
-        state.status = if commit {
-            TxnStatus::PrepareCommit
-        } else {
-            TxnStatus::PrepareAbort
-        };
-        table.put(id, state.clone())?;
-        for (topic, p) in &state.partitions {
-            // A topic deleted since holds nothing to mark.
-            if let Some(log) = self.partition_log(topic, *p) {
-                let marker = log.append_marker(state.producer_id, state.epoch, commit)?;
-                if let (Some(offset), SyncPolicy::Always) = (marker, self.config.sync) {
-                    log.sync_to(offset + 1)?;
-                }
-            }
-        }
-        if commit {
-            let mut by_group: BTreeMap<&str, Vec<(TopicPartition, Option<u64>)>> = BTreeMap::new();
-            for (group, topic, p, offset) in &state.offsets {
-                by_group
-                    .entry(group)
-                    .or_default()
-                    .push((TopicPartition::new(topic.clone(), *p), Some(*offset)));
-            }
-            for (group, offsets) in by_group {
-                self.coordinator.offsets.commit(group, &offsets)?;
-            }
-        }
-        state.status = if commit {
-            TxnStatus::CompleteCommit
-        } else {
-            TxnStatus::CompleteAbort
-        };
-        state.partitions.clear();
-        state.offsets.clear();
-        table.put(id, state)
-    }
-
-    /// Aborts transactions open longer than their timeout, fencing their
-    /// producers with a new epoch.
-    fn abort_expired_transactions(&self) -> Result<()> {
-        for id in self.txns.expired(now_ms()) {
-            self.txns.with(|table| {
-                let Some(state) = table.get(&id).cloned() else {
-                    return Ok(());
-                };
-                if state.status != TxnStatus::Ongoing {
-                    return Ok(()); // ended meanwhile
-                }
-                let state = self.bump_epoch(state)?;
-                self.finish_transaction(table, &id, state, false)
-            })?;
-        }
-        Ok(())
-    }
-
-    /// The state with the next epoch (a new producer id when the epoch
-    /// would overflow, as Kafka does).
-    fn bump_epoch(&self, mut state: TxnState) -> Result<TxnState> {
-        if state.epoch == i16::MAX {
-            // The open transaction's markers go out under the old id.
-            if state.is_open() {
-                return Ok(state);
-            }
-            state.producer_id = self.next_producer_id()?;
-            state.epoch = 0;
-        } else {
-            state.epoch += 1;
-        }
-        Ok(state)
-    }
-
-    fn next_producer_id(&self) -> Result<i64> {
-        let mut ids = self.producer_ids.lock();
-        if ids.0 == ids.1 {
-            // Reserve the next block durably before handing any out, so
-            // that no id is reused after a crash.
-            let until = ids.1 + PRODUCER_ID_BLOCK;
-            write_meta(
-                &self.dir.join(PRODUCER_IDS_FILE),
-                &ProducerIdsFile {
-                    reserved_until: until,
-                },
-            )?;
-            ids.1 = until;
-        }
-        ids.0 += 1;
-        Ok(ids.0 - 1)
     }
 
     fn checkpoint(&self, clean: &BTreeMap<(String, u32), CleanState>) -> CheckpointFile {
@@ -1024,7 +877,7 @@ fn background(shared: Arc<Shared>) {
                 let _ = log.apply_retention(now);
             }
         }
-        let _ = shared.abort_expired_transactions();
+        let _ = shared.txns.abort_expired(&*shared);
         if last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
             last_checkpoint = Instant::now();
             let _ = shared.write_checkpoint();
@@ -1033,29 +886,6 @@ fn background(shared: Arc<Shared>) {
 }
 
 /// `txn_id`'s state, if `producer` (id, epoch) is its current instance.
-fn current_transaction(
-    table: &TxnTable<'_>,
-    txn_id: &str,
-    (producer_id, epoch): (i64, i16),
-) -> Result<TxnState> {
-    let state = table.get(txn_id).ok_or_else(|| Error::InvalidTxnState {
-        transactional_id: txn_id.to_owned(),
-        reason: "unknown transactional id".into(),
-    })?;
-    if state.producer_id != producer_id || state.epoch != epoch {
-        return Err(Error::ProducerFenced {
-            producer_id,
-            epoch,
-            current_epoch: state.epoch,
-            context: format!(
-                "transactional id {txn_id:?} now belongs to producer {} epoch {}",
-                state.producer_id, state.epoch
-            ),
-        });
-    }
-    Ok(state.clone())
-}
-
 fn compact_settings(cfg: &TopicConfig, force: bool) -> CompactSettings {
     let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
     CompactSettings {

@@ -7,11 +7,31 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::format::{ProducerBatch, TRANSACTIONAL};
-use crate::log::Log;
 use crate::record::{Record, RecordMetadata, TopicPartition};
 use crate::topic::Topic;
+use crate::txn::{ProducerIds, ProducerKey, TxnHost, TxnStore};
 
-/// Settings for [`Log::producer`].
+/// What a [`Producer`] writes to: a [`Log`](crate::Log) or a
+/// [`Cluster`](crate::Cluster), with its transaction coordinator.
+pub(crate) trait ProducerHost: Send + Sync {
+    /// A handle to an existing topic.
+    fn topic(&self, name: &str) -> Result<Topic>;
+
+    /// Adds partitions and group offsets to `txn_id`'s transaction.
+    fn add_to_transaction(
+        &self,
+        txn_id: &str,
+        producer: ProducerKey,
+        partitions: &[(String, u32)],
+        offsets: &[(String, String, u32, u64)],
+    ) -> Result<()>;
+
+    /// Commits or aborts `txn_id`'s transaction.
+    fn end_transaction(&self, txn_id: &str, producer: ProducerKey, commit: bool) -> Result<()>;
+}
+
+/// Settings for [`Log::producer`](crate::Log::producer) and
+/// [`Cluster::producer`](crate::Cluster::producer).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ProducerConfig {
@@ -130,7 +150,7 @@ impl ProducerConfig {
 /// # Ok::<(), brook::Error>(())
 /// ```
 pub struct Producer {
-    log: Log,
+    host: Box<dyn ProducerHost>,
     config: ProducerConfig,
     producer_id: i64,
     epoch: i16,
@@ -154,9 +174,14 @@ impl fmt::Debug for Producer {
 }
 
 impl Producer {
-    pub(crate) fn new(log: Log, config: ProducerConfig, producer_id: i64, epoch: i16) -> Producer {
+    fn new(
+        host: Box<dyn ProducerHost>,
+        config: ProducerConfig,
+        producer_id: i64,
+        epoch: i16,
+    ) -> Producer {
         Producer {
-            log,
+            host,
             config,
             producer_id,
             epoch,
@@ -165,6 +190,28 @@ impl Producer {
             in_transaction: false,
             txn_partitions: HashSet::new(),
         }
+    }
+
+    /// A new producer on `host`: a fresh producer id, or, with a
+    /// transactional id, its producer initialised by the coordinator
+    /// (`txns`, on `txn_host`), fencing older instances.
+    pub(crate) fn open(
+        host: Box<dyn ProducerHost>,
+        config: ProducerConfig,
+        ids: &ProducerIds,
+        txns: &TxnStore,
+        txn_host: &dyn TxnHost,
+    ) -> Result<Producer> {
+        let Some(txn_id) = config.transactional_id.clone() else {
+            let id = ids.next()?;
+            return Ok(Producer::new(host, config, id, 0));
+        };
+        if txn_id.is_empty() {
+            return Err(Error::config("transactional_id must not be empty"));
+        }
+        let timeout_ms = config.transaction_timeout.as_millis().min(u64::MAX as u128) as u64;
+        let (id, epoch) = txns.init_producer(txn_host, &txn_id, timeout_ms)?;
+        Ok(Producer::new(host, config, id, epoch))
     }
 
     /// The transactional id, if the producer has one.
@@ -216,7 +263,7 @@ impl Producer {
             .iter()
             .map(|(tp, o)| (group.to_owned(), tp.topic.clone(), tp.partition, *o))
             .collect();
-        self.log
+        self.host
             .add_to_transaction(&id, (self.producer_id, self.epoch), &[], &offsets)
     }
 
@@ -237,7 +284,7 @@ impl Producer {
         if !self.in_transaction {
             return Err(self.txn_error("no transaction is open"));
         }
-        self.log
+        self.host
             .end_transaction(&id, (self.producer_id, self.epoch), commit)?;
         self.in_transaction = false;
         self.txn_partitions.clear();
@@ -282,7 +329,7 @@ impl Producer {
         }
         let (id, epoch) = (self.producer_id, self.epoch);
         let Producer {
-            log,
+            host,
             config,
             sequences,
             txn_partitions,
@@ -301,7 +348,7 @@ impl Producer {
                     // written, so it can always mark it.
                     let key = (topic.to_owned(), p);
                     if !txn_partitions.contains(&key) {
-                        log.add_to_transaction(
+                        host.add_to_transaction(
                             txn_id,
                             (id, epoch),
                             std::slice::from_ref(&key),
@@ -331,7 +378,7 @@ impl Producer {
         if let Some(t) = self.topics.get(name) {
             return Ok(t.clone());
         }
-        let t = self.log.topic(name)?;
+        let t = self.host.topic(name)?;
         self.topics.insert(name.to_owned(), t.clone());
         Ok(t)
     }

@@ -454,8 +454,18 @@ impl Topic {
         mut advanced: impl FnMut(u32, u32),
     ) -> Result<Vec<RecordMetadata>> {
         self.check_live()?;
-        let logs = self.inner.partitions.read();
-        let plan = self.plan(records, logs.len() as u32)?;
+        // On a cluster, each partition's records go to its current leader.
+        // (Nothing is held while an append waits for the ISR: the cluster
+        // repoints the handle's logs when leaders change.)
+        let route = match self.inner.link.as_deref() {
+            Some(link) => Route::Cluster(link),
+            None => Route::Local(self.inner.partitions.read()),
+        };
+        let n = match &route {
+            Route::Local(logs) => logs.len() as u32,
+            Route::Cluster(_) => self.partition_count(),
+        };
+        let plan = self.plan(records, n)?;
         let entries = &plan.entries;
         let target = |i: usize| plan.single.unwrap_or_else(|| plan.targets[i]);
         let mut metas = vec![
@@ -470,19 +480,32 @@ impl Topic {
         order.sort_by_key(|&i| target(i));
         for run in order.chunk_by(|&a, &b| target(a) == target(b)) {
             let p = target(run[0]);
-            let log = Arc::clone(&logs[p as usize]);
             let run_entries: Vec<(RecordParts<'_>, i64)> =
                 run.iter().map(|&i| entries[i]).collect();
             let mut slots = run.iter();
-            let duplicate =
-                log.append_idempotent(producer(p)?, &run_entries, |offset, timestamp| {
-                    let &i = slots.next().expect("one slot per record");
-                    metas[i] = RecordMetadata {
-                        partition: p,
-                        offset,
-                        timestamp,
-                    };
-                })?;
+            let on_append = |offset, timestamp| {
+                let &i = slots.next().expect("one slot per record");
+                metas[i] = RecordMetadata {
+                    partition: p,
+                    offset,
+                    timestamp,
+                };
+            };
+            let batch = producer(p)?;
+            let (duplicate, log) = match &route {
+                // Acknowledged by the ISR (and synced) inside.
+                Route::Cluster(link) => {
+                    link.append_idempotent(p, batch, &run_entries, on_append)?
+                }
+                Route::Local(logs) => {
+                    let log = Arc::clone(&logs[p as usize]);
+                    let duplicate = log.append_idempotent(batch, &run_entries, on_append)?;
+                    if self.inner.sync == SyncPolicy::Always {
+                        log.sync_to(log.log_end_offset())?;
+                    }
+                    (duplicate, log)
+                }
+            };
             if let Some(first) = duplicate {
                 // Already written: report the records as they were stored
                 // (offsets are consecutive within one producer append).
@@ -499,9 +522,6 @@ impl Topic {
                         timestamp,
                     };
                 }
-            }
-            if self.inner.sync == SyncPolicy::Always {
-                log.sync_to(log.log_end_offset())?;
             }
             advanced(p, run.len() as u32);
         }
@@ -576,6 +596,14 @@ impl Topic {
             partitions,
         }
     }
+}
+
+/// Where a producer's appends go.
+enum Route<'a> {
+    /// A log's partitions (held for the call).
+    Local(parking_lot::RwLockReadGuard<'a, Vec<Arc<PartitionLog>>>),
+    /// A cluster's current leaders.
+    Cluster(&'a ClusterLink),
 }
 
 /// The checked records of one call: their parts with the timestamp to

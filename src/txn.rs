@@ -33,15 +33,19 @@
 //! kept small like the offset store: after enough records it rewrites the
 //! live states into a fresh segment, syncs it, and deletes older segments.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::{Acks, ClusterLink};
 use crate::config::SyncPolicy;
 use crate::error::{Error, Result};
 use crate::format::RecordParts;
+use crate::log::{read_meta, write_meta};
+use crate::record::TopicPartition;
 use crate::storage::{now_ms, PartitionLog};
 
 /// Name of the internal topic (reserved: users cannot create it).
@@ -105,6 +109,9 @@ pub(crate) struct TxnStore {
     log: Arc<PartitionLog>,
     sync: SyncPolicy,
     state: Mutex<StoreState>,
+    /// On a cluster: appends go to the state topic's leader with
+    /// `Acks::All`.
+    link: Option<Arc<ClusterLink>>,
 }
 
 struct StoreState {
@@ -137,11 +144,31 @@ impl TxnStore {
                 txns,
                 records_since_snapshot: records,
             }),
+            link: None,
         })
+    }
+
+    /// The store of a cluster: replayed from `log` (the state topic's
+    /// leader), written through `link`.
+    pub(crate) fn open_replicated(
+        log: Arc<PartitionLog>,
+        link: Arc<ClusterLink>,
+    ) -> Result<TxnStore> {
+        let mut store = TxnStore::open(log, SyncPolicy::Never)?;
+        store.link = Some(link);
+        Ok(store)
     }
 
     pub(crate) fn log(&self) -> &Arc<PartitionLog> {
         &self.log
+    }
+
+    /// The log appends go to now.
+    fn current_log(&self) -> Arc<PartitionLog> {
+        self.link
+            .as_ref()
+            .and_then(|l| l.read_log(0))
+            .unwrap_or_else(|| Arc::clone(&self.log))
     }
 
     /// Runs `f` on the store's state under its lock: transitions of one
@@ -153,20 +180,6 @@ impl TxnStore {
             st: &mut st,
         };
         f(&mut table)
-    }
-
-    /// Transactional ids whose transaction is still open (at open: to be
-    /// finished).
-    pub(crate) fn open_transactions(&self) -> Vec<String> {
-        let st = self.state.lock();
-        let mut ids: Vec<String> = st
-            .txns
-            .iter()
-            .filter(|(_, t)| t.is_open())
-            .map(|(id, _)| id.clone())
-            .collect();
-        ids.sort();
-        ids
     }
 
     /// Transactional ids whose `Ongoing` transaction is older than its
@@ -187,13 +200,14 @@ impl TxnStore {
 
     fn append(&self, id: &str, state: &TxnState) -> Result<()> {
         let value = serde_json::to_vec(state).expect("a transaction state serializes");
-        let end = self.log.append(
-            [(
-                RecordParts::new(Some(id.as_bytes()), Some(&value), &[]),
-                now_ms(),
-            )],
-            |_, _| {},
-        )?;
+        let record = [(
+            RecordParts::new(Some(id.as_bytes()), Some(&value), &[]),
+            now_ms(),
+        )];
+        if let Some(link) = &self.link {
+            return link.append(0, Acks::All, record, |_, _| {});
+        }
+        let end = self.log.append(record, |_, _| {})?;
         if self.sync == SyncPolicy::Always {
             self.log.sync_to(end)?;
         }
@@ -228,7 +242,7 @@ impl TxnTable<'_> {
     /// the older segments (a crash before the drop replays old records and
     /// then the rewrite, which ends in the same state).
     fn snapshot(&mut self) -> Result<()> {
-        let log = &self.store.log;
+        let log = self.store.current_log();
         let base = log.roll_now()?;
         let mut ids: Vec<(&String, &TxnState)> = self.st.txns.iter().collect();
         ids.sort_by(|a, b| a.0.cmp(b.0));
@@ -240,4 +254,377 @@ impl TxnTable<'_> {
         self.st.records_since_snapshot = self.st.txns.len() as u64;
         Ok(())
     }
+}
+
+/// What the coordinator needs from the log or cluster it serves.
+pub(crate) trait TxnHost {
+    /// A producer id never handed out before.
+    fn next_producer_id(&self) -> Result<i64>;
+
+    /// Ends `producer_id`'s transaction on `topic`-`partition` with a
+    /// commit or abort marker, as durable as the host's appends are when
+    /// this returns (fsynced under `SyncPolicy::Always`; on a cluster,
+    /// acknowledged by the in-sync replicas). A partition with no open
+    /// transaction of the producer (marked before a crash or failure) gets
+    /// no second marker, but what it holds is made as durable; a partition
+    /// of a deleted topic is skipped.
+    fn write_marker(
+        &self,
+        topic: &str,
+        partition: u32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<()>;
+
+    /// Commits consumer-group offsets (a committed transaction's).
+    fn commit_offsets(&self, group: &str, offsets: &[(TopicPartition, Option<u64>)]) -> Result<()>;
+}
+
+/// Producer ids reserved on disk at a time.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+#[derive(Serialize, Deserialize)]
+struct ProducerIdsFile {
+    /// Every id below this may have been handed out.
+    reserved_until: i64,
+}
+
+/// Producer ids, handed out from blocks reserved durably in a file, so no
+/// id is reused after a crash.
+pub(crate) struct ProducerIds {
+    path: PathBuf,
+    /// `(next, end of the block reserved on disk)`.
+    ids: Mutex<(i64, i64)>,
+}
+
+impl ProducerIds {
+    pub(crate) fn open(path: PathBuf) -> Result<ProducerIds> {
+        let next = read_meta::<ProducerIdsFile>(&path)?.map_or(0, |f| f.reserved_until);
+        Ok(ProducerIds {
+            path,
+            ids: Mutex::new((next, next)),
+        })
+    }
+
+    pub(crate) fn next(&self) -> Result<i64> {
+        let mut ids = self.ids.lock();
+        if ids.0 == ids.1 {
+            // Reserve the next block durably before handing any out.
+            let until = ids.1 + PRODUCER_ID_BLOCK;
+            write_meta(
+                &self.path,
+                &ProducerIdsFile {
+                    reserved_until: until,
+                },
+            )?;
+            ids.1 = until;
+        }
+        ids.0 += 1;
+        Ok(ids.0 - 1)
+    }
+}
+
+/// A transactional id's producer: `(producer id, epoch)`.
+pub(crate) type ProducerKey = (i64, i16);
+
+/// The coordinator's operations (see the module docs for the protocol).
+/// Each runs under the store's lock, so transitions never interleave; the
+/// lock is held while markers are written and acknowledged.
+impl TxnStore {
+    /// Initialises `txn_id`'s producer: bumps its epoch (fencing every
+    /// older instance) and ends what the previous instance left open.
+    /// Returns the new producer id and epoch.
+    pub(crate) fn init_producer(
+        &self,
+        host: &dyn TxnHost,
+        txn_id: &str,
+        timeout_ms: u64,
+    ) -> Result<ProducerKey> {
+        self.with(|table| {
+            let state = match table.get(txn_id).cloned() {
+                Some(old) => {
+                    let state = bump_epoch(host, old)?;
+                    if state.is_open() {
+                        let commit = state.status == TxnStatus::PrepareCommit;
+                        table.finish(host, txn_id, state.clone(), commit)?;
+                    }
+                    state
+                }
+                None => TxnState {
+                    producer_id: host.next_producer_id()?,
+                    epoch: 0,
+                    status: TxnStatus::Empty,
+                    partitions: Default::default(),
+                    offsets: Vec::new(),
+                    started_ms: 0,
+                    timeout_ms,
+                },
+            };
+            // An epoch that overflowed with a transaction open got a new id
+            // only now that the transaction is finished.
+            let state = if state.epoch == i16::MAX {
+                bump_epoch(
+                    host,
+                    TxnState {
+                        status: TxnStatus::Empty,
+                        ..state
+                    },
+                )?
+            } else {
+                state
+            };
+            let fresh = TxnState {
+                status: TxnStatus::Empty,
+                partitions: Default::default(),
+                offsets: Vec::new(),
+                timeout_ms,
+                ..state
+            };
+            let key = (fresh.producer_id, fresh.epoch);
+            table.put(txn_id, fresh)?;
+            Ok(key)
+        })
+    }
+
+    /// Adds partitions and group offsets to `txn_id`'s transaction (state
+    /// `Ongoing` from the first addition on).
+    pub(crate) fn add(
+        &self,
+        txn_id: &str,
+        producer: ProducerKey,
+        partitions: &[(String, u32)],
+        offsets: &[(String, String, u32, u64)],
+    ) -> Result<()> {
+        self.with(|table| {
+            let mut state = table.current(txn_id, producer)?;
+            match state.status {
+                TxnStatus::PrepareCommit | TxnStatus::PrepareAbort => {
+                    return Err(Error::InvalidTxnState {
+                        transactional_id: txn_id.to_owned(),
+                        reason: "the transaction is being ended: commit or abort it again to \
+                                 finish"
+                            .into(),
+                    });
+                }
+                TxnStatus::Ongoing => {
+                    let new_partitions = partitions.iter().any(|p| !state.partitions.contains(p));
+                    if !new_partitions && offsets.is_empty() {
+                        return Ok(());
+                    }
+                }
+                _ => {
+                    state.status = TxnStatus::Ongoing;
+                    state.started_ms = now_ms();
+                }
+            }
+            state.partitions.extend(partitions.iter().cloned());
+            state.offsets.extend(offsets.iter().cloned());
+            table.put(txn_id, state)
+        })
+    }
+
+    /// Commits or aborts `txn_id`'s transaction. A transaction whose end
+    /// failed half-way (a marker not acknowledged) is finished the way it
+    /// was decided; asking for the other outcome then fails with
+    /// `InvalidTxnState` after finishing it.
+    pub(crate) fn end(
+        &self,
+        host: &dyn TxnHost,
+        txn_id: &str,
+        producer: ProducerKey,
+        commit: bool,
+    ) -> Result<()> {
+        self.with(|table| {
+            let state = table.current(txn_id, producer)?;
+            let decided = match state.status {
+                TxnStatus::Ongoing => commit,
+                TxnStatus::PrepareCommit => true,
+                TxnStatus::PrepareAbort => false,
+                // Nothing was sent: nothing to end.
+                _ => return Ok(()),
+            };
+            table.finish(host, txn_id, state, decided)?;
+            if decided != commit {
+                return Err(Error::InvalidTxnState {
+                    transactional_id: txn_id.to_owned(),
+                    reason: format!(
+                        "the transaction had already been decided; it ended {}",
+                        if decided { "committed" } else { "aborted" }
+                    ),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// Transactional ids whose transaction is open, with their producer.
+    pub(crate) fn open_transactions(&self) -> Vec<(String, ProducerKey)> {
+        let st = self.state.lock();
+        let mut ids: Vec<(String, ProducerKey)> = st
+            .txns
+            .iter()
+            .filter(|(_, t)| t.is_open())
+            .map(|(id, t)| (id.clone(), (t.producer_id, t.epoch)))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Finishes the transactions `open` lists (found open when the log or
+    /// cluster opened: their producers are gone) that are still open under
+    /// the same producer: `Ongoing` and `PrepareAbort` abort,
+    /// `PrepareCommit` commits.
+    pub(crate) fn finish_interrupted(
+        &self,
+        host: &dyn TxnHost,
+        open: &[(String, ProducerKey)],
+    ) -> Result<()> {
+        for (id, producer) in open {
+            self.with(|table| {
+                let Some(state) = table.get(id).cloned() else {
+                    return Ok(());
+                };
+                if !state.is_open() || (state.producer_id, state.epoch) != *producer {
+                    return Ok(()); // finished, or a new producer took over
+                }
+                let commit = state.status == TxnStatus::PrepareCommit;
+                table.finish(host, id, state, commit)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Finishes transactions whose end was decided but failed half-way
+    /// (on a cluster: a marker's partition had no leader or too few
+    /// replicas); returns the first error, after trying every one.
+    pub(crate) fn finish_decided(&self, host: &dyn TxnHost) -> Result<()> {
+        let decided: Vec<String> = {
+            let st = self.state.lock();
+            st.txns
+                .iter()
+                .filter(|(_, t)| {
+                    matches!(t.status, TxnStatus::PrepareCommit | TxnStatus::PrepareAbort)
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let mut first_err = None;
+        for id in decided {
+            let r = self.with(|table| {
+                let Some(state) = table.get(&id).cloned() else {
+                    return Ok(());
+                };
+                let commit = match state.status {
+                    TxnStatus::PrepareCommit => true,
+                    TxnStatus::PrepareAbort => false,
+                    _ => return Ok(()), // finished meanwhile
+                };
+                table.finish(host, &id, state, commit)
+            });
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Aborts transactions open longer than their timeout, fencing their
+    /// producers with a new epoch.
+    pub(crate) fn abort_expired(&self, host: &dyn TxnHost) -> Result<()> {
+        for id in self.expired(now_ms()) {
+            self.with(|table| {
+                let Some(state) = table.get(&id).cloned() else {
+                    return Ok(());
+                };
+                if state.status != TxnStatus::Ongoing {
+                    return Ok(()); // ended meanwhile
+                }
+                let state = bump_epoch(host, state)?;
+                table.finish(host, &id, state, false)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl TxnTable<'_> {
+    /// `txn_id`'s state if `producer` is its current producer, else why
+    /// not.
+    fn current(&self, txn_id: &str, (producer_id, epoch): ProducerKey) -> Result<TxnState> {
+        let state = self.get(txn_id).ok_or_else(|| Error::InvalidTxnState {
+            transactional_id: txn_id.to_owned(),
+            reason: "unknown transactional id".into(),
+        })?;
+        if state.producer_id != producer_id || state.epoch != epoch {
+            return Err(Error::ProducerFenced {
+                producer_id,
+                epoch,
+                current_epoch: state.epoch,
+                context: format!(
+                    "transactional id {txn_id:?} now belongs to producer {} epoch {}",
+                    state.producer_id, state.epoch
+                ),
+            });
+        }
+        Ok(state.clone())
+    }
+
+    /// Ends `state`'s transaction: records the decision, writes a marker to
+    /// each of its partitions, commits its offsets on a commit, and records
+    /// the end. A failure leaves the decision recorded, to be finished
+    /// again (markers are never written twice).
+    fn finish(
+        &mut self,
+        host: &dyn TxnHost,
+        id: &str,
+        mut state: TxnState,
+        commit: bool,
+    ) -> Result<()> {
+        state.status = if commit {
+            TxnStatus::PrepareCommit
+        } else {
+            TxnStatus::PrepareAbort
+        };
+        self.put(id, state.clone())?;
+        for (topic, p) in &state.partitions {
+            host.write_marker(topic, *p, state.producer_id, state.epoch, commit)?;
+        }
+        if commit {
+            let mut by_group: BTreeMap<&str, Vec<(TopicPartition, Option<u64>)>> = BTreeMap::new();
+            for (group, topic, p, offset) in &state.offsets {
+                by_group
+                    .entry(group)
+                    .or_default()
+                    .push((TopicPartition::new(topic.clone(), *p), Some(*offset)));
+            }
+            for (group, offsets) in by_group {
+                host.commit_offsets(group, &offsets)?;
+            }
+        }
+        state.status = if commit {
+            TxnStatus::CompleteCommit
+        } else {
+            TxnStatus::CompleteAbort
+        };
+        state.partitions.clear();
+        state.offsets.clear();
+        self.put(id, state)
+    }
+}
+
+/// The state with the next epoch (a new producer id when the epoch would
+/// overflow, as Kafka does).
+fn bump_epoch(host: &dyn TxnHost, mut state: TxnState) -> Result<TxnState> {
+    if state.epoch == i16::MAX {
+        // The open transaction's markers go out under the old id.
+        if state.is_open() {
+            return Ok(state);
+        }
+        state.producer_id = host.next_producer_id()?;
+        state.epoch = 0;
+    } else {
+        state.epoch += 1;
+    }
+    Ok(state)
 }

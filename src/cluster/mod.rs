@@ -38,11 +38,29 @@
 //! append waits on the partition's condition variable holding nothing
 //! else.
 //!
-//! What it does not do (yet): compaction, idempotent and transactional
-//! producers, `add_partitions` and `delete_topic` on a cluster; consumer
-//! groups keep their committed offsets on the controller's side in a
-//! replicated internal topic (see [`Cluster::consumer`]).
+//! - **Producers**: [`Cluster::producer`] gives the same idempotent and
+//!   transactional [`Producer`] as a `Log`. Its sends use `Acks::All`
+//!   (Kafka requires it for idempotence). Producer state (last sequences,
+//!   open transactions) is rebuilt by every replica from the batches it
+//!   copies, so a new leader deduplicates retries and knows the open
+//!   transactions; transaction markers are control batches and replicate
+//!   like data. The transaction coordinator's state lives in the
+//!   replicated `__transaction_state` topic; a background thread finishes
+//!   transactions whose end failed half-way (a marker's partition had no
+//!   leader), aborts those a reopened cluster found open, and aborts the
+//!   ones open past their timeout.
+//!
+//! Lock order with transactions: the coordinator's lock (held while a
+//! transaction's markers are written and acknowledged), then the
+//! committed-offset store's, then the ones above.
+//!
+//! What it does not do (yet): compaction, `add_partitions` and
+//! `delete_topic` on a cluster; consumer groups keep their committed
+//! offsets on the controller's side in a replicated internal topic (see
+//! [`Cluster::consumer`]).
 
+#[cfg(test)]
+mod producer_tests;
 mod replication;
 #[cfg(test)]
 mod sim;
@@ -65,12 +83,14 @@ use crate::consumer::{
     Consumer, ConsumerConfig, ConsumerGroup, Coordinator, OffsetStore, TopicSource,
 };
 use crate::error::{Error, Result};
-use crate::format::RecordParts;
+use crate::format::{ProducerBatch, RecordParts};
 use crate::io::{self, DirLock};
-use crate::log::{limits, read_meta, write_meta};
+use crate::log::{limits, read_meta, write_meta, PRODUCER_IDS_FILE};
+use crate::producer::{Producer, ProducerConfig, ProducerHost};
 use crate::record::TopicPartition;
 use crate::storage::{Limits, Notify, OpenHints, PartitionLog};
 use crate::topic::{validate_topic_name, Topic, TopicInner};
+use crate::txn::{ProducerIds, ProducerKey, TxnHost, TxnStore, TXN_TOPIC};
 
 /// How a [`Cluster`] runs.
 #[derive(Debug, Clone)]
@@ -150,6 +170,8 @@ const META_FILE: &str = "cluster.json";
 const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// How often the controller checks ISRs and leaders.
 const TICK: Duration = Duration::from_millis(20);
+/// How often the transaction thread looks for work.
+const TXN_TICK: Duration = Duration::from_millis(100);
 
 #[derive(Serialize, Deserialize, Default)]
 struct ClusterFile {
@@ -205,6 +227,61 @@ impl ClusterLink {
         part.acknowledge(&ticket, end, acks, self.ack_timeout)
     }
 
+    /// An idempotent producer's append (see
+    /// [`PartitionLog::append_idempotent`]) to partition `p`'s leader,
+    /// acknowledged by the ISR (`Acks::All`) — a retry found written is
+    /// acknowledged too. Returns the retry's original first offset, if it
+    /// was one, and the log written to.
+    pub(crate) fn append_idempotent(
+        &self,
+        p: u32,
+        producer: ProducerBatch,
+        records: &[(RecordParts<'_>, i64)],
+        mut on_append: impl FnMut(u64, i64),
+    ) -> Result<(Option<u64>, Arc<PartitionLog>)> {
+        let part = &self.parts[p as usize];
+        let ticket = part.route(Acks::All)?;
+        let mut end = 0;
+        let duplicate = ticket
+            .log
+            .append_idempotent(producer, records, |offset, timestamp| {
+                end = offset + 1;
+                on_append(offset, timestamp);
+            })?;
+        if let Some(first) = duplicate {
+            end = first + records.len() as u64;
+        }
+        if self.sync == SyncPolicy::Always {
+            ticket.log.sync_to(end)?;
+        }
+        part.acknowledge(&ticket, end, Acks::All, self.ack_timeout)?;
+        Ok((duplicate, ticket.log))
+    }
+
+    /// Writes a transaction marker to partition `p`'s leader and waits
+    /// until the ISR has it (or, when the leader already holds one, until
+    /// the ISR has everything the leader holds).
+    pub(crate) fn append_marker(
+        &self,
+        p: u32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<()> {
+        let Some(part) = self.parts.get(p as usize) else {
+            return Ok(());
+        };
+        let ticket = part.route(Acks::All)?;
+        let end = match ticket.log.append_marker(producer_id, epoch, commit)? {
+            Some(offset) => offset + 1,
+            None => ticket.log.log_end_offset(),
+        };
+        if self.sync == SyncPolicy::Always {
+            ticket.log.sync_to(end)?;
+        }
+        part.acknowledge(&ticket, end, Acks::All, self.ack_timeout)
+    }
+
     /// The log reads of partition `p` go to.
     pub(crate) fn read_log(&self, p: u32) -> Option<Arc<PartitionLog>> {
         self.parts.get(p as usize)?.read_log()
@@ -235,6 +312,17 @@ struct ClusterInner {
     /// Bumped whenever leaders or topics change (consumers re-resolve).
     metadata_epoch: AtomicU64,
     coordinator: Arc<Coordinator>,
+    /// The transaction coordinator's state (`__transaction_state`).
+    txns: TxnStore,
+    producer_ids: ProducerIds,
+    /// Transactions found open at open (their producers are gone): the
+    /// transaction thread finishes them.
+    interrupted: Mutex<Vec<(String, ProducerKey)>>,
+    /// Stops the transaction thread (before the replication thread, whose
+    /// fetches its acknowledgements wait for).
+    txn_stop: Mutex<bool>,
+    txn_cv: Condvar,
+    txn_thread: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
     started: Instant,
     /// The simulation's clock (manual mode), in ms.
@@ -316,6 +404,12 @@ impl Cluster {
                 .spawn(move || bg.run())
                 .map_err(|e| Error::io("spawn replication thread", &c.dir, e))?;
             *c.background.lock() = Some(handle);
+            let txn = Arc::clone(&c);
+            let handle = std::thread::Builder::new()
+                .name("brook-cluster-txn".into())
+                .spawn(move || txn.run_transactions())
+                .map_err(|e| Error::io("spawn transaction thread", &c.dir, e))?;
+            *c.txn_thread.lock() = Some(handle);
         }
         Ok(Cluster {
             inner: Arc::new(ClusterHandle { c }),
@@ -375,6 +469,22 @@ impl Cluster {
         self.c().check_open()?;
         let source: Arc<dyn TopicSource> = Arc::clone(self.c()) as Arc<dyn TopicSource>;
         Consumer::new(config, Arc::clone(&self.c().coordinator), source)
+    }
+
+    /// A new producer, idempotent by default, as [`Log::producer`](crate::Log::producer)
+    /// gives; with a `transactional_id` it runs transactions across the
+    /// cluster's partitions (see the module docs). Its sends are
+    /// acknowledged with [`Acks::All`], whatever the topic handle's acks.
+    pub fn producer(&self, config: ProducerConfig) -> Result<Producer> {
+        let c = self.c();
+        c.check_open()?;
+        Producer::open(
+            Box::new(self.clone()),
+            config,
+            &c.producer_ids,
+            &c.txns,
+            &**c,
+        )
     }
 
     /// The admin view of a consumer group.
@@ -527,9 +637,11 @@ impl ClusterInner {
         let mut topics = BTreeMap::new();
         let mut all_parts = Vec::new();
         let mut file_topics = file.topics.clone();
-        file_topics
-            .entry(OFFSETS_TOPIC.to_owned())
-            .or_insert_with(|| offsets_topic_file(config.brokers));
+        for internal in [OFFSETS_TOPIC, TXN_TOPIC] {
+            file_topics
+                .entry(internal.to_owned())
+                .or_insert_with(|| internal_topic_file(config.brokers));
+        }
         for (name, tf) in &file_topics {
             let topic: Arc<str> = Arc::from(name.as_str());
             let lim = internal_limits(name, &tf.config);
@@ -605,6 +717,19 @@ impl ClusterInner {
             sync: config.sync,
         });
         let store = OffsetStore::open_replicated(offsets_log, offsets_link)?;
+        // So does the transaction coordinator's, the state topic's.
+        let txn_part = Arc::clone(&topics[TXN_TOPIC].parts[0]);
+        let txn_log = txn_part
+            .read_log()
+            .ok_or_else(|| Error::config("the transaction state topic has no replica"))?;
+        let txn_link = Arc::new(ClusterLink {
+            parts: vec![txn_part],
+            ack_timeout: config.ack_timeout,
+            sync: config.sync,
+        });
+        let txns = TxnStore::open_replicated(txn_log, txn_link)?;
+        let interrupted = txns.open_transactions();
+        let producer_ids = ProducerIds::open(dir.join(PRODUCER_IDS_FILE))?;
         let c = Arc::new(ClusterInner {
             dir: dir.to_owned(),
             alive: (0..n).map(|_| AtomicBool::new(true)).collect(),
@@ -618,6 +743,12 @@ impl ClusterInner {
             parts: RwLock::new(all_parts),
             metadata_epoch: AtomicU64::new(1),
             coordinator: Arc::new(Coordinator::new(Arc::new(store))),
+            txns,
+            producer_ids,
+            interrupted: Mutex::new(interrupted),
+            txn_stop: Mutex::new(false),
+            txn_cv: Condvar::new(),
+            txn_thread: Mutex::new(None),
             closed: AtomicBool::new(false),
             started: Instant::now(),
             manual_clock: AtomicU64::new(0),
@@ -633,7 +764,7 @@ impl ClusterInner {
             c.ensure_controller(&mut meta);
             let names: Vec<String> = meta.topics.keys().cloned().collect();
             for name in names {
-                if name != OFFSETS_TOPIC {
+                if !name.starts_with("__") {
                     c.make_handle(&mut meta, &name);
                 }
             }
@@ -1062,9 +1193,42 @@ impl ClusterInner {
         }
     }
 
+    /// The transaction thread: finishes the transactions found open at
+    /// open, then, every [`TXN_TICK`], those whose end failed half-way and
+    /// those open past their timeout. Failures are retried next round.
+    fn run_transactions(self: Arc<Self>) {
+        loop {
+            let interrupted = self.interrupted.lock().clone();
+            if !interrupted.is_empty() && self.txns.finish_interrupted(&*self, &interrupted).is_ok()
+            {
+                self.interrupted.lock().clear();
+            }
+            let _ = self.txns.finish_decided(&*self);
+            let _ = self.txns.abort_expired(&*self);
+            let mut stop = self.txn_stop.lock();
+            if !*stop {
+                self.txn_cv.wait_for(&mut stop, TXN_TICK);
+            }
+            if *stop {
+                return;
+            }
+        }
+    }
+
+    /// The link of an existing user topic.
+    fn link(&self, topic: &str) -> Option<Arc<ClusterLink>> {
+        let meta = self.meta.lock();
+        meta.topics.get(topic)?.inner.as_ref()?.link.clone()
+    }
+
     fn close(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
+        }
+        *self.txn_stop.lock() = true;
+        self.txn_cv.notify_all();
+        if let Some(h) = self.txn_thread.lock().take() {
+            let _ = h.join();
         }
         *self.stop.lock() = true;
         self.stop_cv.notify_all();
@@ -1084,6 +1248,53 @@ impl ClusterInner {
         drop(meta);
         *self.lock.lock() = None;
         result
+    }
+}
+
+impl TxnHost for ClusterInner {
+    fn next_producer_id(&self) -> Result<i64> {
+        self.producer_ids.next()
+    }
+
+    fn write_marker(
+        &self,
+        topic: &str,
+        partition: u32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<()> {
+        match self.link(topic) {
+            Some(link) => link.append_marker(partition, producer_id, epoch, commit),
+            None => Ok(()), // no such topic: nothing to mark
+        }
+    }
+
+    fn commit_offsets(&self, group: &str, offsets: &[(TopicPartition, Option<u64>)]) -> Result<()> {
+        self.coordinator.offsets.commit(group, offsets)
+    }
+}
+
+impl ProducerHost for Cluster {
+    fn topic(&self, name: &str) -> Result<Topic> {
+        Cluster::topic(self, name)
+    }
+
+    fn add_to_transaction(
+        &self,
+        txn_id: &str,
+        producer: ProducerKey,
+        partitions: &[(String, u32)],
+        offsets: &[(String, String, u32, u64)],
+    ) -> Result<()> {
+        self.c().check_open()?;
+        self.c().txns.add(txn_id, producer, partitions, offsets)
+    }
+
+    fn end_transaction(&self, txn_id: &str, producer: ProducerKey, commit: bool) -> Result<()> {
+        let c = self.c();
+        c.check_open()?;
+        c.txns.end(&**c, txn_id, producer, commit)
     }
 }
 
@@ -1126,8 +1337,9 @@ fn broker_dir(dir: &Path, b: u32) -> PathBuf {
     dir.join(format!("broker-{b}"))
 }
 
-/// The offsets topic: one partition on up to three brokers.
-fn offsets_topic_file(brokers: u32) -> TopicFile {
+/// An internal topic (committed offsets, transaction state): one
+/// partition on up to three brokers.
+fn internal_topic_file(brokers: u32) -> TopicFile {
     let rf = brokers.min(3);
     let config = TopicConfig::default()
         .segment_bytes(8 << 20)
@@ -1147,8 +1359,8 @@ fn offsets_topic_file(brokers: u32) -> TopicFile {
 
 fn internal_limits(name: &str, config: &TopicConfig) -> Limits {
     let l = limits(config);
-    if name == OFFSETS_TOPIC {
-        // Bounded by the store's own snapshots, like a Log's offset store.
+    if name == OFFSETS_TOPIC || name == TXN_TOPIC {
+        // Bounded by the stores' own snapshots, like a Log's.
         return Limits {
             retention_bytes: None,
             retention_ms: None,

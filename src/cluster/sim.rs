@@ -94,7 +94,7 @@ fn manual_config() -> ClusterConfig {
 }
 
 /// Every record of `log` below `cap`, whatever its high watermark.
-fn records(log: &crate::storage::PartitionLog, cap: u64) -> Vec<(u64, Vec<u8>)> {
+pub(super) fn records(log: &crate::storage::PartitionLog, cap: u64) -> Vec<(u64, Vec<u8>)> {
     let mut out: Vec<Message> = Vec::new();
     let mut next = log.start_offset();
     loop {
