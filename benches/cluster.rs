@@ -14,12 +14,21 @@
 //!   the first successful `Acks::All` append on the new leader (the old
 //!   leader restarts and rejoins the ISR between samples, untimed).
 //!
+//! - `producers_100/...`: 100 records per call on the cluster (RF 3,
+//!   `Acks::All`): a plain `send_batch`, an idempotent `Producer`'s
+//!   `send_batch`, and a transaction of 100 records (`begin`, one
+//!   `send_batch`, `commit`: two coordinator records and a marker, each
+//!   acknowledged by the ISR).
+//!
 //! The ratios of the medians are the cost of replication.
 //! `cargo bench --bench cluster`; under `cargo test --benches` each runs once.
 
 use std::time::{Duration, Instant};
 
-use brook::{Acks, Cluster, ClusterConfig, Error, Log, Record, Topic, TopicConfig, TopicPartition};
+use brook::{
+    Acks, Cluster, ClusterConfig, Error, Log, ProducerConfig, Record, Topic, TopicConfig,
+    TopicPartition,
+};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const RECORDS: usize = 1000;
@@ -78,6 +87,35 @@ fn bench_throughput(c: &mut Criterion) {
     log.close().unwrap();
 }
 
+fn bench_producers(c: &mut Criterion) {
+    let batch: Vec<Record> = records().into_iter().take(100).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default().brokers(3)).unwrap();
+    let topic = cluster.create_topic("t", rf3()).unwrap();
+    let mut idempotent = cluster.producer(ProducerConfig::default()).unwrap();
+    let mut tx = cluster
+        .producer(ProducerConfig::default().transactional_id("bench"))
+        .unwrap();
+    let mut group = c.benchmark_group("producers_100");
+    group.throughput(Throughput::Elements(batch.len() as u64));
+    group.bench_function("plain_acks_all", |b| {
+        b.iter(|| topic.send_batch(&batch).unwrap())
+    });
+    group.bench_function("idempotent", |b| {
+        b.iter(|| idempotent.send_batch("t", &batch).unwrap())
+    });
+    group.bench_function("transaction", |b| {
+        b.iter(|| {
+            tx.begin_transaction().unwrap();
+            tx.send_batch("t", &batch).unwrap();
+            tx.commit_transaction().unwrap();
+        })
+    });
+    group.finish();
+    drop((idempotent, tx));
+    cluster.close().unwrap();
+}
+
 fn append_until_ok(t: &Topic) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -127,6 +165,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    targets = bench_throughput, bench_failover
+    targets = bench_throughput, bench_producers, bench_failover
 }
 criterion_main!(benches);

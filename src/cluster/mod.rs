@@ -706,27 +706,23 @@ impl ClusterInner {
                 },
             );
         }
-        // The committed-offset store reads the offsets topic's leader.
-        let offsets_part = Arc::clone(&topics[OFFSETS_TOPIC].parts[0]);
-        let offsets_log = offsets_part
-            .read_log()
-            .ok_or_else(|| Error::config("the offsets topic has no replica"))?;
-        let offsets_link = Arc::new(ClusterLink {
-            parts: vec![offsets_part],
-            ack_timeout: config.ack_timeout,
-            sync: config.sync,
-        });
+        // The committed-offset store and the transaction coordinator replay
+        // their topic's leader and write through a link to it.
+        let internal = |name: &str| -> Result<(Arc<PartitionLog>, Arc<ClusterLink>)> {
+            let part = Arc::clone(&topics[name].parts[0]);
+            let log = part.read_log().ok_or_else(|| {
+                Error::config(format!("the internal topic {name} has no replica"))
+            })?;
+            let link = Arc::new(ClusterLink {
+                parts: vec![part],
+                ack_timeout: config.ack_timeout,
+                sync: config.sync,
+            });
+            Ok((log, link))
+        };
+        let (offsets_log, offsets_link) = internal(OFFSETS_TOPIC)?;
         let store = OffsetStore::open_replicated(offsets_log, offsets_link)?;
-        // So does the transaction coordinator's, the state topic's.
-        let txn_part = Arc::clone(&topics[TXN_TOPIC].parts[0]);
-        let txn_log = txn_part
-            .read_log()
-            .ok_or_else(|| Error::config("the transaction state topic has no replica"))?;
-        let txn_link = Arc::new(ClusterLink {
-            parts: vec![txn_part],
-            ack_timeout: config.ack_timeout,
-            sync: config.sync,
-        });
+        let (txn_log, txn_link) = internal(TXN_TOPIC)?;
         let txns = TxnStore::open_replicated(txn_log, txn_link)?;
         let interrupted = txns.open_transactions();
         let producer_ids = ProducerIds::open(dir.join(PRODUCER_IDS_FILE))?;
