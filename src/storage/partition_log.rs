@@ -52,7 +52,14 @@
 //! `state` guards the segment list and the writer; it is held for the
 //! length of an append or a read's planning, never across an fsync.
 //! `sync_lock` serializes fsyncs of the partition (and holds the recovery
-//! point); it is taken before `state`, never after.
+//! point); it is taken before `state`, never after. `cleaner_lock` (one
+//! compaction, truncation or restart of the partition at a time) comes
+//! before both. `watchers`, then the locks of the `Notify`s it rings, are
+//! innermost. The full order is therefore `cleaner_lock` → `sync_lock` →
+//! `state` → `watchers` → a `Notify`'s lock; callers above the
+//! storage (a `Log`'s topic table, the cluster's metadata and partition
+//! locks, the offset and transaction stores) take theirs before any of
+//! these, and storage never calls back into them.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
