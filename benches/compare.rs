@@ -1,0 +1,1208 @@
+//! brook beside its peers and the machine's limits, in one run: the table
+//! of issue 7.
+//!
+//! Peers, on the same workload, same disk, same run: the `commitlog`
+//! crate (an embedded commit log: one `write()` per append) and `redb` (a
+//! B-tree store used as an event log, key = offset, what many Rust users
+//! reach for instead). Limits, measured here: sequential `write()` of
+//! 1 MiB chunks into the page cache, `memcpy` bandwidth, CRC-32C
+//! bandwidth, `fdatasync` latency.
+//!
+//! Records are a 16-byte key and a 100-byte value, one partition,
+//! `SyncPolicy::Never` unless the workload says otherwise. Each throughput
+//! figure is the median of three timed runs after an untimed warm-up (this
+//! VM is slow to hand out page-cache memory that sat idle). Every log is
+//! written into a fresh temporary directory, removed afterwards.
+//!
+//! ```text
+//! cargo bench --bench compare              # default size, about 5 minutes
+//! cargo bench --bench compare -- --full    # issue 7's full sizes (10 GB; ~30 min, 25 GB of disk)
+//! cargo bench --bench compare -- --quick   # a smoke run at 1/100 size (checks, not figures)
+//! ```
+//!
+//! It prints a Markdown table (also written to
+//! `target/compare/results.md`) and draws throughput by record size for
+//! brook and its peers into `target/compare/throughput_by_size.svg`
+//! (`--docs` also copies both into `docs/`).
+
+use std::fs::{self, File, OpenOptions};
+use std::hint::black_box;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use brook::{ConsumerConfig, Log, LogConfig, OffsetReset, Record, SyncPolicy, TopicConfig};
+use commitlog::message::{MessageBuf, MessageSet};
+use commitlog::{CommitLog, LogOptions, ReadLimit};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+
+const KEY: usize = 16;
+const VALUE: usize = 100;
+const BATCH: usize = 1000;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Set in the child process of the crash-recovery workload.
+const CHILD_ENV: &str = "BROOK_COMPARE_CHILD_DIR";
+
+/// How much each workload moves.
+struct Size {
+    full: bool,
+    single: u64,
+    single_redb: u64,
+    batched: u64,
+    big_bytes: u64,
+    read: u64,
+    durable: Duration,
+    partitions: u32,
+    per_partition: u64,
+    open_bytes: u64,
+    open_segment: u64,
+    latency_samples: usize,
+    memory_bytes: u64,
+    by_size_bytes: u64,
+}
+
+impl Size {
+    /// A smoke run (`--quick`): every workload at a hundredth of its size,
+    /// to check the program, not to quote.
+    fn quick() -> Size {
+        Size {
+            full: false,
+            single: 20_000,
+            single_redb: 200,
+            batched: 50_000,
+            big_bytes: 16 * MIB,
+            read: 20_000,
+            durable: Duration::from_millis(200),
+            partitions: 100,
+            per_partition: 100,
+            open_bytes: 32 * MIB,
+            open_segment: 8 * MIB,
+            latency_samples: 1000,
+            memory_bytes: 32 * MIB,
+            by_size_bytes: 4 * MIB,
+        }
+    }
+
+    fn new(full: bool) -> Size {
+        Size {
+            full,
+            single: 2_000_000,
+            single_redb: 20_000,
+            batched: 5_000_000,
+            big_bytes: if full { 4 * GIB } else { GIB },
+            read: 2_000_000,
+            durable: Duration::from_secs(if full { 5 } else { 2 }),
+            partitions: 1000,
+            per_partition: 1000,
+            open_bytes: if full { 10 * GIB } else { 2 * GIB },
+            open_segment: if full { GIB } else { 256 * MIB },
+            latency_samples: if full { 1_000_000 } else { 100_000 },
+            memory_bytes: if full { 10 * GIB } else { 2 * GIB },
+            by_size_bytes: if full { 512 * MIB } else { 128 * MIB },
+        }
+    }
+}
+
+/// One line of the table.
+struct Row {
+    workload: String,
+    brook: String,
+    commitlog: String,
+    redb: String,
+    limit: String,
+    ratio: String,
+    target: String,
+}
+
+fn row(workload: &str, target: &str) -> Row {
+    Row {
+        workload: workload.into(),
+        brook: "—".into(),
+        commitlog: "—".into(),
+        redb: "—".into(),
+        limit: "—".into(),
+        ratio: "—".into(),
+        target: target.into(),
+    }
+}
+
+fn main() {
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        crash_child(Path::new(&dir));
+        return;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
+        // `cargo test --benches` runs bench binaries without `--bench`: a
+        // comparison run takes minutes, so do nothing there.
+        println!("compare: run with `cargo bench --bench compare`");
+        return;
+    }
+    let size = if args.iter().any(|a| a == "--quick") {
+        Size::quick()
+    } else {
+        Size::new(args.iter().any(|a| a == "--full"))
+    };
+    let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/compare");
+    fs::create_dir_all(&out_dir).unwrap();
+    let started = Instant::now();
+    let mut rows = Vec::new();
+
+    let limits = Limits::measure(&size);
+    eprintln!("limits: {limits:?}");
+    rows.push(single_appends(&size));
+    rows.push(batched_appends(&size, &limits));
+    rows.push(big_values(&size, &limits));
+    rows.extend(reads(&size));
+    rows.extend(durable(&size, &limits));
+    rows.extend(many_partitions_and_open(&size));
+    rows.push(latency(&size));
+    rows.extend(memory(&size));
+    let plot = throughput_by_size(&size);
+
+    let mut table = String::new();
+    table.push_str(&format!(
+        "brook {} beside commitlog 0.2 and redb 3.1, {} ({} size, {:.0} s)\n\n",
+        env!("CARGO_PKG_VERSION"),
+        machine(),
+        if size.full { "full" } else { "default" },
+        started.elapsed().as_secs_f64()
+    ));
+    table.push_str(&format!("Limits: {}\n\n", limits.describe()));
+    table.push_str(
+        "| workload | brook | commitlog | redb | machine limit | brook ratio | target |\n",
+    );
+    table.push_str("|---|---|---|---|---|---|---|\n");
+    for r in &rows {
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            r.workload, r.brook, r.commitlog, r.redb, r.limit, r.ratio, r.target
+        ));
+    }
+    println!("\n{table}");
+    fs::write(out_dir.join("results.md"), &table).unwrap();
+    fs::write(out_dir.join("throughput_by_size.svg"), &plot).unwrap();
+    if args.iter().any(|a| a == "--docs") {
+        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs");
+        fs::create_dir_all(&docs).unwrap();
+        fs::write(docs.join("compare-results.md"), &table).unwrap();
+        fs::write(docs.join("throughput_by_size.svg"), &plot).unwrap();
+    }
+    eprintln!("written to {}", out_dir.display());
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn keys() -> Vec<[u8; KEY]> {
+    (0..1024)
+        .map(|i| {
+            let mut k = [0u8; KEY];
+            k.copy_from_slice(format!("key-{i:012}").as_bytes());
+            k
+        })
+        .collect()
+}
+
+fn value(len: usize) -> Vec<u8> {
+    (0..len).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+fn brook_log(dir: &Path, sync: SyncPolicy) -> Log {
+    Log::open_with(dir, LogConfig::default().sync(sync)).unwrap()
+}
+
+fn commitlog_at(dir: &Path, max_message: usize) -> CommitLog {
+    let mut opts = LogOptions::new(dir);
+    opts.message_max_bytes(max_message);
+    opts.segment_max_bytes(1 << 30);
+    CommitLog::new(opts).unwrap()
+}
+
+fn redb_at(dir: &Path) -> Database {
+    Database::create(dir.join("events.redb")).unwrap()
+}
+
+/// The median of three timed runs of `run` (each given a fresh directory)
+/// after an untimed warm-up; `run` returns the time of its timed part.
+fn median_of_3(mut run: impl FnMut(&Path) -> Duration) -> Duration {
+    let warm = tempfile::tempdir().unwrap();
+    run(warm.path());
+    drop(warm);
+    let mut times: Vec<Duration> = (0..3)
+        .map(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            run(dir.path())
+        })
+        .collect();
+    times.sort();
+    times[1]
+}
+
+fn per_sec(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn millions(rate: f64) -> String {
+    format!("{:.2} M/s", rate / 1e6)
+}
+
+fn gbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e9
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    format!("{:.2}×", a / b)
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+fn machine() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores of {cpu}")
+}
+
+/// `VmRSS` and `RssAnon` of this process, in bytes.
+fn rss() -> (u64, u64) {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("RssAnon:"))
+}
+
+// ----------------------------------------------------------------- limits
+
+#[derive(Debug)]
+struct Limits {
+    /// Sequential `write()` of 1 MiB chunks into the page cache, GB/s.
+    write_gbps: f64,
+    /// `memcpy` of 1 MiB chunks, GB/s.
+    memcpy_gbps: f64,
+    /// CRC-32C, GB/s.
+    crc_gbps: f64,
+    /// `write()` of 116 bytes then `fdatasync`, median.
+    fdatasync: Duration,
+}
+
+impl Limits {
+    fn measure(size: &Size) -> Limits {
+        let chunk = vec![7u8; MIB as usize];
+        let write = median_of_3(|dir| {
+            let mut f = File::create(dir.join("limit")).unwrap();
+            let start = Instant::now();
+            for _ in 0..size.big_bytes / MIB {
+                f.write_all(&chunk).unwrap();
+            }
+            start.elapsed()
+        });
+        let src = vec![3u8; 256 * MIB as usize];
+        let mut dst = vec![0u8; MIB as usize];
+        let memcpy = median_of_3(|_| {
+            let start = Instant::now();
+            for _ in 0..4 {
+                for c in src.chunks(MIB as usize) {
+                    dst.copy_from_slice(c);
+                    black_box(&mut dst);
+                }
+            }
+            start.elapsed()
+        });
+        let crc = median_of_3(|_| {
+            let start = Instant::now();
+            let mut crc = 0;
+            for _ in 0..4 {
+                crc = crc32c::crc32c_append(crc, &src);
+            }
+            black_box(crc);
+            start.elapsed()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("sync"))
+            .unwrap();
+        let record = [1u8; KEY + VALUE];
+        let mut syncs: Vec<Duration> = (0..200)
+            .map(|_| {
+                let start = Instant::now();
+                f.write_all(&record).unwrap();
+                f.sync_data().unwrap();
+                start.elapsed()
+            })
+            .collect();
+        syncs.sort();
+        Limits {
+            write_gbps: gbps(size.big_bytes, write),
+            memcpy_gbps: gbps(4 * 256 * MIB, memcpy),
+            crc_gbps: gbps(4 * 256 * MIB, crc),
+            fdatasync: syncs[syncs.len() / 2],
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "page-cache `write()` {:.2} GB/s, `memcpy` {:.2} GB/s, CRC-32C {:.2} GB/s, \
+             `fdatasync` median {}",
+            self.write_gbps,
+            self.memcpy_gbps,
+            self.crc_gbps,
+            micros(self.fdatasync)
+        )
+    }
+}
+
+// -------------------------------------------------------------- workloads
+
+fn single_appends(size: &Size) -> Row {
+    let keys = keys();
+    let v = value(VALUE);
+    let brook = median_of_3(|dir| {
+        let log = brook_log(dir, SyncPolicy::Never);
+        let t = log.create_topic("t", TopicConfig::default()).unwrap();
+        let start = Instant::now();
+        for i in 0..size.single as usize {
+            black_box(t.append(keys[i % keys.len()], &v).unwrap());
+        }
+        start.elapsed()
+    });
+    let commitlog = median_of_3(|dir| {
+        let mut log = commitlog_at(dir, 1 << 20);
+        let mut buf = MessageBuf::default();
+        let start = Instant::now();
+        for i in 0..size.single as usize {
+            buf.clear();
+            buf.push_with_metadata(keys[i % keys.len()], &v).unwrap();
+            black_box(log.append(&mut buf).unwrap());
+        }
+        start.elapsed()
+    });
+    let redb = median_of_3(|dir| {
+        let db = redb_at(dir);
+        let mut record = keys[0].to_vec();
+        record.extend_from_slice(&v);
+        let start = Instant::now();
+        for i in 0..size.single_redb {
+            let mut tx = db.begin_write().unwrap();
+            tx.set_durability(Durability::None).unwrap();
+            tx.open_table(EVENTS)
+                .unwrap()
+                .insert(i, record.as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        start.elapsed()
+    });
+    let (b, c, r) = (
+        per_sec(size.single, brook),
+        per_sec(size.single, commitlog),
+        per_sec(size.single_redb, redb),
+    );
+    Row {
+        brook: millions(b),
+        commitlog: millions(c),
+        redb: format!("{} (a transaction each)", millions(r)),
+        ratio: format!("{} commitlog, {} redb", ratio(b, c), ratio(b, r)),
+        ..row(
+            "1. `append` one record at a time",
+            "≥ 5 M/s and ≥ 5× commitlog",
+        )
+    }
+}
+
+fn batched_appends(size: &Size, limits: &Limits) -> Row {
+    let keys = keys();
+    let v = value(VALUE);
+    let records: Vec<Record> = (0..BATCH)
+        .map(|i| Record::new(v.clone()).key(keys[i % keys.len()]))
+        .collect();
+    let calls = size.batched / BATCH as u64;
+    let mut brook_bytes = 0;
+    let brook = median_of_3(|dir| {
+        let log = brook_log(dir, SyncPolicy::Never);
+        let t = log.create_topic("t", TopicConfig::default()).unwrap();
+        let start = Instant::now();
+        for _ in 0..calls {
+            black_box(t.send_batch(&records).unwrap());
+        }
+        let elapsed = start.elapsed();
+        log.close().unwrap();
+        brook_bytes = dir_bytes(dir);
+        elapsed
+    });
+    let commitlog = median_of_3(|dir| {
+        let mut log = commitlog_at(dir, 1 << 20);
+        let mut buf = MessageBuf::default();
+        for i in 0..BATCH {
+            buf.push_with_metadata(keys[i % keys.len()], &v).unwrap();
+        }
+        let start = Instant::now();
+        for _ in 0..calls {
+            black_box(log.append(&mut buf).unwrap());
+        }
+        start.elapsed()
+    });
+    let redb = median_of_3(|dir| {
+        let db = redb_at(dir);
+        let mut record = keys[0].to_vec();
+        record.extend_from_slice(&v);
+        let start = Instant::now();
+        let mut offset = 0u64;
+        for _ in 0..calls / 10 {
+            let mut tx = db.begin_write().unwrap();
+            tx.set_durability(Durability::None).unwrap();
+            {
+                let mut table = tx.open_table(EVENTS).unwrap();
+                for _ in 0..BATCH {
+                    table.insert(offset, record.as_slice()).unwrap();
+                    offset += 1;
+                }
+            }
+            tx.commit().unwrap();
+        }
+        start.elapsed()
+    });
+    let (b, c, r) = (
+        per_sec(size.batched, brook),
+        per_sec(size.batched, commitlog),
+        per_sec(size.batched / 10, redb),
+    );
+    // Bytes brook writes per second, against the page cache's `write()`.
+    let brook_gbps = b * (brook_bytes as f64 / size.batched as f64) / 1e9;
+    Row {
+        brook: format!("{} ({:.2} GB/s)", millions(b), brook_gbps),
+        commitlog: millions(c),
+        redb: format!("{} (a transaction per 1,000)", millions(r)),
+        limit: format!("{:.2} GB/s `write()`", limits.write_gbps),
+        ratio: format!(
+            "{} commitlog, {} redb, {:.0} % of `write()`",
+            ratio(b, c),
+            ratio(b, r),
+            100.0 * brook_gbps / limits.write_gbps
+        ),
+        ..row(
+            "2. `send_batch` of 1,000",
+            "≥ 15 M/s, ≥ 1.5× commitlog, ≥ 50 % of `write()`",
+        )
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            total += dir_bytes(&path);
+        } else if path.extension().is_some_and(|e| e == "log") {
+            total += entry.metadata().map_or(0, |m| m.len());
+        }
+    }
+    total
+}
+
+fn big_values(size: &Size, limits: &Limits) -> Row {
+    let v = value(MIB as usize);
+    let n = size.big_bytes / MIB;
+    let brook = median_of_3(|dir| {
+        let log = brook_log(dir, SyncPolicy::Never);
+        let t = log
+            .create_topic(
+                "t",
+                TopicConfig::default()
+                    .segment_bytes(GIB)
+                    .max_record_bytes(2 * MIB as usize),
+            )
+            .unwrap();
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(t.append("k", &v).unwrap());
+        }
+        start.elapsed()
+    });
+    let commitlog = median_of_3(|dir| {
+        let mut log = commitlog_at(dir, 2 * MIB as usize);
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(log.append_msg(&v).unwrap());
+        }
+        start.elapsed()
+    });
+    let redb = median_of_3(|dir| {
+        let db = redb_at(dir);
+        let start = Instant::now();
+        for i in 0..n / 4 {
+            let mut tx = db.begin_write().unwrap();
+            tx.set_durability(Durability::None).unwrap();
+            tx.open_table(EVENTS)
+                .unwrap()
+                .insert(i, v.as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        start.elapsed()
+    });
+    let (b, c, r) = (
+        gbps(size.big_bytes, brook),
+        gbps(size.big_bytes, commitlog),
+        gbps(size.big_bytes / 4, redb),
+    );
+    Row {
+        brook: format!("{b:.2} GB/s"),
+        commitlog: format!("{c:.2} GB/s"),
+        redb: format!("{r:.2} GB/s"),
+        limit: format!("{:.2} GB/s `write()`", limits.write_gbps),
+        ratio: format!(
+            "{:.0} % of `write()`, {} commitlog",
+            100.0 * b / limits.write_gbps,
+            ratio(b, c)
+        ),
+        ..row("3. `append` of 1 MiB values", "≥ 70 % of `write()`")
+    }
+}
+
+fn reads(size: &Size) -> Vec<Row> {
+    let keys = keys();
+    let v = value(VALUE);
+    let n = size.read;
+    // brook: prefilled, closed and reopened.
+    let brook_dir = tempfile::tempdir().unwrap();
+    {
+        let log = brook_log(brook_dir.path(), SyncPolicy::Never);
+        let t = log.create_topic("t", TopicConfig::default()).unwrap();
+        let records: Vec<Record> = (0..BATCH)
+            .map(|i| Record::new(v.clone()).key(keys[i % keys.len()]))
+            .collect();
+        for _ in 0..n / BATCH as u64 {
+            t.send_batch(&records).unwrap();
+        }
+        log.close().unwrap();
+    }
+    let log = Log::open(brook_dir.path()).unwrap();
+    let part = log.topic("t").unwrap().partition(0).unwrap();
+    let read_all = || {
+        let start = Instant::now();
+        let (mut next, mut bytes) = (0u64, 0usize);
+        while next < n {
+            let msgs = part.read(next, BATCH).unwrap();
+            for m in &msgs {
+                bytes += m.value().map_or(0, <[u8]>::len);
+            }
+            next = msgs.last().unwrap().offset() + 1;
+        }
+        black_box(bytes);
+        start.elapsed()
+    };
+    let brook_read = median_of_3(|_| read_all());
+    let poll_all = |round: u32| {
+        let mut c = log
+            .consumer_with(
+                ConsumerConfig::new(format!("reader-{round}"))
+                    .auto_offset_reset(OffsetReset::Earliest)
+                    .enable_auto_commit(false)
+                    .max_poll_records(2000),
+            )
+            .unwrap();
+        c.subscribe(&["t"]).unwrap();
+        let start = Instant::now();
+        let (mut got, mut bytes) = (0u64, 0usize);
+        while got < n {
+            let msgs = c.poll(Duration::from_secs(1)).unwrap();
+            for m in &msgs {
+                bytes += m.value().map_or(0, <[u8]>::len);
+            }
+            got += msgs.len() as u64;
+        }
+        black_box(bytes);
+        start.elapsed()
+    };
+    let mut round = 0;
+    let brook_poll = median_of_3(|_| {
+        round += 1;
+        poll_all(round)
+    });
+    drop(part);
+    log.close().unwrap();
+
+    let cl_dir = tempfile::tempdir().unwrap();
+    let mut cl = commitlog_at(cl_dir.path(), 1 << 20);
+    let mut buf = MessageBuf::default();
+    for i in 0..BATCH {
+        buf.push_with_metadata(keys[i % keys.len()], &v).unwrap();
+    }
+    for _ in 0..n / BATCH as u64 {
+        cl.append(&mut buf).unwrap();
+    }
+    cl.flush().unwrap();
+    let message_bytes = {
+        let some = cl.read(0, ReadLimit::max_bytes(64 * 1024)).unwrap();
+        some.bytes().len() / some.len()
+    };
+    let limit = ReadLimit::max_bytes(message_bytes * BATCH);
+    let cl_read = median_of_3(|_| {
+        let start = Instant::now();
+        let (mut next, mut bytes) = (0u64, 0usize);
+        while next < n {
+            let msgs = cl.read(next, limit).unwrap();
+            let mut count = 0;
+            for m in msgs.iter() {
+                bytes += m.payload().len();
+                count += 1;
+            }
+            next += count;
+        }
+        black_box(bytes);
+        start.elapsed()
+    });
+
+    let redb_dir = tempfile::tempdir().unwrap();
+    let db = redb_at(redb_dir.path());
+    let mut record = keys[0].to_vec();
+    record.extend_from_slice(&v);
+    let mut offset = 0;
+    let chunk = n.min(100_000);
+    for _ in 0..n / chunk {
+        let mut tx = db.begin_write().unwrap();
+        tx.set_durability(Durability::None).unwrap();
+        {
+            let mut table = tx.open_table(EVENTS).unwrap();
+            for _ in 0..chunk {
+                table.insert(offset, record.as_slice()).unwrap();
+                offset += 1;
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let redb_read = median_of_3(|_| {
+        let start = Instant::now();
+        let tx = db.begin_read().unwrap();
+        let table = tx.open_table(EVENTS).unwrap();
+        let mut bytes = 0;
+        for entry in table.range(0..).unwrap() {
+            let (_, v) = entry.unwrap();
+            bytes += v.value().len();
+        }
+        black_box(bytes);
+        start.elapsed()
+    });
+    let (b, p, c, r) = (
+        per_sec(n, brook_read),
+        per_sec(n, brook_poll),
+        per_sec(n, cl_read),
+        per_sec(offset, redb_read),
+    );
+    vec![
+        Row {
+            brook: millions(b),
+            commitlog: millions(c),
+            redb: format!("{} (range scan)", millions(r)),
+            ratio: format!("{} commitlog, {} redb", ratio(b, c), ratio(b, r)),
+            ..row(
+                "4. `read` 1,000 at a time, whole partition",
+                "≥ 25 M/s and ≥ 1× commitlog",
+            )
+        },
+        Row {
+            brook: millions(p),
+            ..row("4. consumer `poll` (2,000 a call)", "≥ 15 M/s")
+        },
+    ]
+}
+
+fn durable(size: &Size, limits: &Limits) -> Vec<Row> {
+    let keys = keys();
+    let v = value(VALUE);
+    // brook, SyncPolicy::Always: appends from 1, 4 and 16 threads.
+    let mut rates = Vec::new();
+    let mut one_thread_latency = Duration::ZERO;
+    for threads in [1usize, 4, 16] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = brook_log(dir.path(), SyncPolicy::Always);
+        let t = log.create_topic("t", TopicConfig::default()).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let handles: Vec<_> = (0..threads)
+            .map(|w| {
+                let (t, stop, count, v) = (t.clone(), stop.clone(), count.clone(), v.clone());
+                let key = keys[w];
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        t.append(key, &v).unwrap();
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(size.durable);
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            h.join().unwrap();
+        }
+        let elapsed = start.elapsed();
+        let n = count.load(Ordering::Relaxed);
+        if threads == 1 {
+            one_thread_latency = elapsed / n.max(1) as u32;
+        }
+        rates.push(per_sec(n, elapsed));
+        log.close().unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cl = commitlog_at(dir.path(), 1 << 20);
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut buf = MessageBuf::default();
+    while start.elapsed() < size.durable {
+        buf.clear();
+        buf.push_with_metadata(keys[0], &v).unwrap();
+        cl.append(&mut buf).unwrap();
+        cl.flush().unwrap();
+        n += 1;
+    }
+    let cl_rate = per_sec(n, start.elapsed());
+    let dir = tempfile::tempdir().unwrap();
+    let db = redb_at(dir.path());
+    let mut record = keys[0].to_vec();
+    record.extend_from_slice(&v);
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < size.durable {
+        let tx = db.begin_write().unwrap();
+        tx.open_table(EVENTS)
+            .unwrap()
+            .insert(n, record.as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+        n += 1;
+    }
+    let redb_rate = per_sec(n, start.elapsed());
+    let k = |r: f64| format!("{:.1} k/s", r / 1e3);
+    vec![
+        Row {
+            brook: format!("{} ({} each)", k(rates[0]), micros(one_thread_latency)),
+            // commitlog 0.2's `flush` msyncs its index but never fsyncs the
+            // segment: it cannot make an append durable, so no comparison.
+            commitlog: format!("{} (`flush` each: does not fsync its data)", k(cl_rate)),
+            redb: format!("{} (`Immediate` each)", k(redb_rate)),
+            limit: format!("`fdatasync` {}", micros(limits.fdatasync)),
+            ratio: format!(
+                "{:.2}× `fdatasync` latency",
+                one_thread_latency.as_secs_f64() / limits.fdatasync.as_secs_f64()
+            ),
+            ..row(
+                "5. durable `append` (`SyncPolicy::Always`), 1 thread",
+                "within 1.5× `fdatasync`",
+            )
+        },
+        Row {
+            brook: k(rates[1]),
+            ratio: format!("{} one thread", ratio(rates[1], rates[0])),
+            ..row("5. durable, 4 threads (group commit)", "")
+        },
+        Row {
+            brook: k(rates[2]),
+            ratio: format!("{} one thread", ratio(rates[2], rates[0])),
+            ..row("5. durable, 16 threads (group commit)", "≥ 10× one thread")
+        },
+    ]
+}
+
+fn many_partitions_and_open(size: &Size) -> Vec<Row> {
+    // 1,000 partitions × 1,000 keyed records, sent 1,000 at a time.
+    let dir = tempfile::tempdir().unwrap();
+    let log = brook_log(dir.path(), SyncPolicy::Never);
+    let t = log
+        .create_topic("wide", TopicConfig::default().partitions(size.partitions))
+        .unwrap();
+    let v = value(VALUE);
+    let total = size.partitions as u64 * size.per_partition;
+    let batches: Vec<Vec<Record>> = (0..total / BATCH as u64)
+        .map(|b| {
+            (0..BATCH as u64)
+                .map(|i| Record::new(v.clone()).key(format!("key-{:012}", b * BATCH as u64 + i)))
+                .collect()
+        })
+        .collect();
+    let start = Instant::now();
+    for batch in &batches {
+        t.send_batch(batch).unwrap();
+    }
+    let wide = start.elapsed();
+    drop(batches);
+    log.close().unwrap();
+    drop(dir);
+
+    // A log of `open_bytes` in `open_segment` segments: clean reopen, and
+    // recovery after `kill -9` of a process that was appending.
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), size.open_bytes, size.open_segment);
+    let start = Instant::now();
+    let log = Log::open(dir.path()).unwrap();
+    let clean = start.elapsed();
+    log.close().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(CHILD_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "appending", "the crash child did not start");
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let start = Instant::now();
+    let log = Log::open(dir.path()).unwrap();
+    let crashed = start.elapsed();
+    log.close().unwrap();
+    let gb = size.open_bytes as f64 / GIB as f64;
+    vec![
+        Row {
+            brook: format!(
+                "{} ({:.2} s)",
+                millions(per_sec(total, wide)),
+                wide.as_secs_f64()
+            ),
+            ..row(
+                &format!(
+                    "6. {} partitions × {} keyed records",
+                    size.partitions, size.per_partition
+                ),
+                "",
+            )
+        },
+        Row {
+            brook: format!("{:.1} ms", clean.as_secs_f64() * 1e3),
+            ..row(
+                &format!(
+                    "6. reopen {gb:.0} GiB in {} MiB segments after a clean close",
+                    size.open_segment / MIB
+                ),
+                "< 50 ms (10 GB)",
+            )
+        },
+        Row {
+            brook: format!("{:.1} ms", crashed.as_secs_f64() * 1e3),
+            ..row(
+                &format!("6. reopen {gb:.0} GiB after `kill -9` while appending"),
+                "< 1 s (reads only the unflushed tail)",
+            )
+        },
+    ]
+}
+
+/// Writes `bytes` of 1 KiB records into one partition, `segment` bytes a
+/// segment, and closes cleanly.
+fn fill(dir: &Path, bytes: u64, segment: u64) {
+    let log = brook_log(dir, SyncPolicy::Never);
+    let t = log
+        .create_topic("big", TopicConfig::default().segment_bytes(segment))
+        .unwrap();
+    let v = value(1000);
+    let records: Vec<Record> = (0..BATCH)
+        .map(|i| Record::new(v.clone()).key(format!("{i:016}")))
+        .collect();
+    for _ in 0..bytes / (BATCH as u64 * 1024) {
+        t.send_batch(&records).unwrap();
+    }
+    log.close().unwrap();
+}
+
+/// The crash child: reopens the log, appends until killed.
+fn crash_child(dir: &Path) {
+    let log = brook_log(dir, SyncPolicy::Never);
+    let t = log.topic("big").unwrap();
+    let v = value(1000);
+    println!("appending");
+    std::io::stdout().flush().unwrap();
+    loop {
+        t.append("tail", &v).unwrap();
+    }
+}
+
+fn latency(size: &Size) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let log = brook_log(dir.path(), SyncPolicy::Never);
+    let t = log.create_topic("t", TopicConfig::default()).unwrap();
+    let mut c = log
+        .consumer_with(
+            ConsumerConfig::new("lat")
+                .auto_offset_reset(OffsetReset::Earliest)
+                .enable_auto_commit(false),
+        )
+        .unwrap();
+    c.subscribe(&["t"]).unwrap();
+    c.poll(Duration::from_millis(50)).unwrap();
+    let n = size.latency_samples;
+    let origin = Instant::now();
+    let seen = Arc::new(AtomicU64::new(0));
+    let consumer = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut samples = Vec::with_capacity(n);
+            while samples.len() < n {
+                for m in c.poll(Duration::from_secs(1)).unwrap() {
+                    let sent = u64::from_le_bytes(m.value().unwrap()[..8].try_into().unwrap());
+                    let now = origin.elapsed().as_nanos() as u64;
+                    samples.push(now.saturating_sub(sent));
+                    seen.fetch_add(1, Ordering::Release);
+                }
+            }
+            samples
+        })
+    };
+    let mut v = value(VALUE);
+    for i in 0..n as u64 {
+        let sent = origin.elapsed().as_nanos() as u64;
+        v[..8].copy_from_slice(&sent.to_le_bytes());
+        t.append("k", &v).unwrap();
+        // One record in flight: latency, not queueing.
+        while seen.load(Ordering::Acquire) <= i {
+            std::hint::spin_loop();
+        }
+    }
+    let mut samples = consumer.join().unwrap();
+    samples.sort_unstable();
+    let q = |p: f64| {
+        Duration::from_nanos(samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)])
+    };
+    log.close().unwrap();
+    Row {
+        brook: format!(
+            "p50 {}, p99 {}, p99.9 {}",
+            micros(q(0.5)),
+            micros(q(0.99)),
+            micros(q(0.999))
+        ),
+        ..row(
+            "7. `append` → `poll` on another thread",
+            "median ≤ 20 µs, p99 ≤ 200 µs",
+        )
+    }
+}
+
+fn memory(size: &Size) -> Vec<Row> {
+    let dir = tempfile::tempdir().unwrap();
+    let log = brook_log(dir.path(), SyncPolicy::Never);
+    let t = log.create_topic("t", TopicConfig::default()).unwrap();
+    let v = value(1000);
+    let records: Vec<Record> = (0..BATCH)
+        .map(|i| Record::new(v.clone()).key(format!("{i:016}")))
+        .collect();
+    let per_call = BATCH as u64 * 1024;
+    let calls = size.memory_bytes / per_call;
+    // Eight samples over the run.
+    let every = (calls / 8).max(1);
+    let mut appending = Vec::new();
+    for call in 1..=calls {
+        t.send_batch(&records).unwrap();
+        if call % every == 0 {
+            appending.push(rss());
+        }
+    }
+    let end = t.partition(0).unwrap().end_offset();
+    let part = t.partition(0).unwrap();
+    let mut reading = Vec::new();
+    let mut next = 0;
+    let mut read = 0u64;
+    while next < end {
+        let msgs = part.read(next, BATCH).unwrap();
+        next = msgs.last().unwrap().offset() + 1;
+        read += msgs.len() as u64;
+        if read.is_multiple_of(every * BATCH as u64) {
+            reading.push(rss());
+        }
+    }
+    log.close().unwrap();
+    let span = |s: &[(u64, u64)], pick: fn(&(u64, u64)) -> u64| {
+        let min = s.iter().map(pick).min().unwrap_or(0);
+        let max = s.iter().map(pick).max().unwrap_or(0);
+        (min / MIB, max / MIB)
+    };
+    let describe = |s: &[(u64, u64)]| {
+        let (rmin, rmax) = span(s, |x| x.0);
+        let (amin, amax) = span(s, |x| x.1);
+        format!("RSS {rmin}–{rmax} MiB, anonymous {amin}–{amax} MiB")
+    };
+    let mib = size.memory_bytes / MIB;
+    vec![
+        Row {
+            brook: describe(&appending),
+            ..row(
+                &format!("8. memory while appending {mib} MiB (8 samples)"),
+                "flat within ± 32 MiB from 1 to 10 GB",
+            )
+        },
+        Row {
+            brook: describe(&reading),
+            ..row(
+                &format!("8. memory while reading the {mib} MiB back"),
+                "flat",
+            )
+        },
+    ]
+}
+
+// ------------------------------------------------------------------- plot
+
+/// Bytes per second of batched appends by value size, for brook
+/// (`send_batch` of 1,000), commitlog (`append` of 1,000) and redb (a
+/// transaction of 1,000), as an SVG line chart.
+fn throughput_by_size(size: &Size) -> String {
+    let sizes = [16usize, 100, 1000, 10_000, 100_000];
+    let mut series: Vec<(&str, &str, Vec<f64>)> = vec![
+        ("brook", "#1f77b4", Vec::new()),
+        ("commitlog", "#ff7f0e", Vec::new()),
+        ("redb", "#2ca02c", Vec::new()),
+    ];
+    for &len in &sizes {
+        let v = value(len);
+        let batch = BATCH.min((8 * MIB as usize / len).max(1));
+        let calls = (size.by_size_bytes / (batch * len) as u64).max(1);
+        let bytes = calls * (batch * len) as u64;
+        let records: Vec<Record> = (0..batch)
+            .map(|i| Record::new(v.clone()).key(format!("{i:016}")))
+            .collect();
+        let b = median_of_3(|dir| {
+            let log = brook_log(dir, SyncPolicy::Never);
+            let t = log
+                .create_topic(
+                    "t",
+                    TopicConfig::default().max_record_bytes(2 * MIB as usize),
+                )
+                .unwrap();
+            let start = Instant::now();
+            for _ in 0..calls {
+                t.send_batch(&records).unwrap();
+            }
+            start.elapsed()
+        });
+        let c = median_of_3(|dir| {
+            // commitlog limits the bytes of one `append` call.
+            let mut log = commitlog_at(dir, 16 * MIB as usize);
+            let mut buf = MessageBuf::default();
+            for i in 0..batch {
+                buf.push_with_metadata(format!("{i:016}"), &v).unwrap();
+            }
+            let start = Instant::now();
+            for _ in 0..calls {
+                log.append(&mut buf).unwrap();
+            }
+            start.elapsed()
+        });
+        let r = median_of_3(|dir| {
+            let db = redb_at(dir);
+            let start = Instant::now();
+            let mut offset = 0;
+            for _ in 0..calls.div_ceil(4) {
+                let mut tx = db.begin_write().unwrap();
+                tx.set_durability(Durability::None).unwrap();
+                {
+                    let mut table = tx.open_table(EVENTS).unwrap();
+                    for _ in 0..batch {
+                        table.insert(offset, v.as_slice()).unwrap();
+                        offset += 1;
+                    }
+                }
+                tx.commit().unwrap();
+            }
+            start.elapsed()
+        });
+        let redb_bytes = calls.div_ceil(4) * (batch * len) as u64;
+        series[0].2.push(bytes as f64 / b.as_secs_f64() / 1e6);
+        series[1].2.push(bytes as f64 / c.as_secs_f64() / 1e6);
+        series[2].2.push(redb_bytes as f64 / r.as_secs_f64() / 1e6);
+        eprintln!(
+            "by size {len} B: brook {:.0} MB/s, commitlog {:.0} MB/s, redb {:.0} MB/s",
+            series[0].2.last().unwrap(),
+            series[1].2.last().unwrap(),
+            series[2].2.last().unwrap()
+        );
+    }
+    svg(&sizes, &series)
+}
+
+fn svg(sizes: &[usize], series: &[(&str, &str, Vec<f64>)]) -> String {
+    let (w, h, left, bottom, top, right) = (640.0, 400.0, 70.0, 50.0, 40.0, 120.0);
+    let max = series
+        .iter()
+        .flat_map(|s| s.2.iter().copied())
+        .fold(1.0f64, f64::max);
+    let x = |i: usize| left + (w - left - right) * i as f64 / (sizes.len() - 1) as f64;
+    let y = |mbps: f64| h - bottom - (h - bottom - top) * mbps / max;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">Batched appends: \
+         MB/s by value size (16-byte keys, one partition)</text>\n",
+        w / 2.0
+    );
+    out.push_str(&format!(
+        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n",
+        h - bottom,
+        w - right,
+        h - bottom,
+        h - bottom
+    ));
+    for k in 0..=4 {
+        let v = max * k as f64 / 4.0;
+        out.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{v:.0}</text>\n\
+             <line x1=\"{left}\" y1=\"{0}\" x2=\"{}\" y2=\"{0}\" stroke=\"#ddd\"/>\n",
+            left - 6.0,
+            y(v) + 4.0,
+            w - right
+        ));
+    }
+    for (i, s) in sizes.iter().enumerate() {
+        out.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{s} B</text>\n",
+            x(i),
+            h - bottom + 18.0
+        ));
+    }
+    for (k, (name, color, values)) in series.iter().enumerate() {
+        let points: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
+            .collect();
+        out.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n\
+             <text x=\"{}\" y=\"{}\" fill=\"{color}\">{name}</text>\n",
+            points.join(" "),
+            w - right + 10.0,
+            top + 20.0 + 18.0 * k as f64
+        ));
+    }
+    out.push_str(&format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">value size (log scale)</text>\n</svg>\n",
+        (left + w - right) / 2.0,
+        h - 12.0
+    ));
+    out
+}
