@@ -18,6 +18,7 @@
 //! cargo bench --bench compare              # default size, about 5 minutes
 //! cargo bench --bench compare -- --full    # issue 7's full sizes (10 GB; ~30 min, 25 GB of disk)
 //! cargo bench --bench compare -- --quick   # a smoke run at 1/100 size (checks, not figures)
+//! cargo bench --bench compare -- --only=2,5  # some workloads (9: the plot)
 //! ```
 //!
 //! It prints a Markdown table (also written to
@@ -155,15 +156,41 @@ fn main() {
 
     let limits = Limits::measure(&size);
     eprintln!("limits: {limits:?}");
-    rows.push(single_appends(&size));
-    rows.push(batched_appends(&size, &limits));
-    rows.push(big_values(&size, &limits));
-    rows.extend(reads(&size));
-    rows.extend(durable(&size, &limits));
-    rows.extend(many_partitions_and_open(&size));
-    rows.push(latency(&size));
-    rows.extend(memory(&size));
-    let plot = throughput_by_size(&size);
+    // `--only=2,5` runs just those workloads (9 is the plot).
+    let only: Option<Vec<u32>> = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--only="))
+        .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect());
+    let run = |n: u32| only.as_ref().is_none_or(|o| o.contains(&n));
+    if run(1) {
+        rows.push(single_appends(&size));
+    }
+    if run(2) {
+        rows.push(batched_appends(&size, &limits));
+    }
+    if run(3) {
+        rows.push(big_values(&size, &limits));
+    }
+    if run(4) {
+        rows.extend(reads(&size));
+    }
+    if run(5) {
+        rows.extend(durable(&size, &limits));
+    }
+    if run(6) {
+        rows.extend(many_partitions_and_open(&size));
+    }
+    if run(7) {
+        rows.push(latency(&size));
+    }
+    if run(8) {
+        rows.extend(memory(&size));
+    }
+    let plot = if run(9) {
+        throughput_by_size(&size)
+    } else {
+        String::new()
+    };
 
     let mut table = String::new();
     table.push_str(&format!(
@@ -186,8 +213,10 @@ fn main() {
     }
     println!("\n{table}");
     fs::write(out_dir.join("results.md"), &table).unwrap();
-    fs::write(out_dir.join("throughput_by_size.svg"), &plot).unwrap();
-    if args.iter().any(|a| a == "--docs") {
+    if !plot.is_empty() {
+        fs::write(out_dir.join("throughput_by_size.svg"), &plot).unwrap();
+    }
+    if args.iter().any(|a| a == "--docs") && only.is_none() {
         let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs");
         fs::create_dir_all(&docs).unwrap();
         fs::write(docs.join("compare-results.md"), &table).unwrap();
