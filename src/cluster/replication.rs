@@ -198,6 +198,19 @@ impl Part {
         let st = self.st.lock();
         let leader = st.leader.ok_or_else(|| self.no_leader())?;
         let log = st.leader_log().cloned().ok_or_else(|| self.no_leader())?;
+        // A leader the controller has not reached yet (restarted while cut
+        // off) does not know it leads: its log would stamp no epoch on the
+        // batch, and followers could not find where they diverge. It
+        // refuses, as a Kafka broker does (NOT_LEADER_OR_FOLLOWER).
+        let view = st.slot(leader).map(|s| (s.view_leader, s.view_epoch));
+        if view != Some((Some(leader), st.epoch)) {
+            return Err(Error::NotLeader {
+                topic: self.topic.to_string(),
+                partition: self.partition,
+                broker: leader,
+                epoch: view.map_or(-1, |v| v.1),
+            });
+        }
         if acks == Acks::All && st.isr.len() < self.min_isr {
             return Err(self.not_enough(st.isr.len()));
         }
