@@ -645,10 +645,16 @@ impl ProducerHost for Log {
             .add(txn_id, producer, partitions, offsets)
     }
 
-    fn end_transaction(&self, txn_id: &str, producer: ProducerKey, commit: bool) -> Result<()> {
+    fn end_transaction(
+        &self,
+        txn_id: &str,
+        producer: ProducerKey,
+        commit: bool,
+        retry: bool,
+    ) -> Result<()> {
         self.check_open()?;
         let s = &self.inner.shared;
-        s.txns.end(&**s, txn_id, producer, commit)
+        s.txns.end(&**s, txn_id, producer, commit, retry)
     }
 }
 

@@ -26,8 +26,15 @@ pub(crate) trait ProducerHost: Send + Sync {
         offsets: &[(String, String, u32, u64)],
     ) -> Result<()>;
 
-    /// Commits or aborts `txn_id`'s transaction.
-    fn end_transaction(&self, txn_id: &str, producer: ProducerKey, commit: bool) -> Result<()>;
+    /// Commits or aborts `txn_id`'s transaction (`retry`: the producer's
+    /// previous attempt failed).
+    fn end_transaction(
+        &self,
+        txn_id: &str,
+        producer: ProducerKey,
+        commit: bool,
+        retry: bool,
+    ) -> Result<()>;
 }
 
 /// Settings for [`Log::producer`](crate::Log::producer) and
@@ -159,6 +166,8 @@ pub struct Producer {
     sequences: HashMap<String, Vec<i32>>,
     /// Between `begin_transaction` and its commit or abort.
     in_transaction: bool,
+    /// A commit or abort failed half-way: only ending it again is allowed.
+    ending: bool,
     /// Partitions the coordinator knows to be in the open transaction.
     txn_partitions: HashSet<(String, u32)>,
 }
@@ -188,6 +197,7 @@ impl Producer {
             topics: HashMap::new(),
             sequences: HashMap::new(),
             in_transaction: false,
+            ending: false,
             txn_partitions: HashSet::new(),
         }
     }
@@ -259,6 +269,7 @@ impl Producer {
         if !self.in_transaction {
             return Err(self.txn_error("send_offsets_to_transaction outside a transaction"));
         }
+        self.check_not_ending()?;
         let offsets: Vec<(String, String, u32, u64)> = offsets
             .iter()
             .map(|(tp, o)| (group.to_owned(), tp.topic.clone(), tp.partition, *o))
@@ -269,6 +280,12 @@ impl Producer {
 
     /// Commits the open transaction: its records become visible to
     /// `ReadCommitted` consumers and its offsets are committed, atomically.
+    ///
+    /// If it fails half-way (on a cluster: a partition of the transaction
+    /// has no leader, or an acknowledgement timed out), the decision may
+    /// already be recorded: call it again to finish. Until then sends fail;
+    /// `abort_transaction` finishes a recorded commit as a commit and says
+    /// so.
     pub fn commit_transaction(&mut self) -> Result<()> {
         self.end_transaction(true)
     }
@@ -284,10 +301,22 @@ impl Producer {
         if !self.in_transaction {
             return Err(self.txn_error("no transaction is open"));
         }
+        // Until it succeeds, the transaction takes nothing new.
+        let retry = std::mem::replace(&mut self.ending, true);
         self.host
-            .end_transaction(&id, (self.producer_id, self.epoch), commit)?;
+            .end_transaction(&id, (self.producer_id, self.epoch), commit, retry)?;
         self.in_transaction = false;
+        self.ending = false;
         self.txn_partitions.clear();
+        Ok(())
+    }
+
+    fn check_not_ending(&self) -> Result<()> {
+        if self.ending {
+            return Err(self.txn_error(
+                "a commit or abort of this transaction failed: call it again to finish it",
+            ));
+        }
         Ok(())
     }
 
@@ -327,6 +356,7 @@ impl Producer {
         if self.config.transactional_id.is_some() && !self.in_transaction {
             return Err(self.txn_error("send outside a transaction: call begin_transaction first"));
         }
+        self.check_not_ending()?;
         let (id, epoch) = (self.producer_id, self.epoch);
         let Producer {
             host,

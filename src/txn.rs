@@ -427,24 +427,31 @@ impl TxnStore {
     /// Commits or aborts `txn_id`'s transaction. A transaction whose end
     /// failed half-way (a marker not acknowledged) is finished the way it
     /// was decided; asking for the other outcome then fails with
-    /// `InvalidTxnState` after finishing it.
+    /// `InvalidTxnState` after finishing it. `retry` says the producer's
+    /// previous end of this transaction failed: if the coordinator finished
+    /// it meanwhile, its outcome is reported the same way.
     pub(crate) fn end(
         &self,
         host: &dyn TxnHost,
         txn_id: &str,
         producer: ProducerKey,
         commit: bool,
+        retry: bool,
     ) -> Result<()> {
         self.with(|table| {
             let state = table.current(txn_id, producer)?;
-            let decided = match state.status {
-                TxnStatus::Ongoing => commit,
-                TxnStatus::PrepareCommit => true,
-                TxnStatus::PrepareAbort => false,
+            let (decided, finished) = match state.status {
+                TxnStatus::Ongoing => (commit, false),
+                TxnStatus::PrepareCommit => (true, false),
+                TxnStatus::PrepareAbort => (false, false),
+                TxnStatus::CompleteCommit if retry => (true, true),
+                TxnStatus::CompleteAbort if retry => (false, true),
                 // Nothing was sent: nothing to end.
                 _ => return Ok(()),
             };
-            table.finish(host, txn_id, state, decided)?;
+            if !finished {
+                table.finish(host, txn_id, state, decided)?;
+            }
             if decided != commit {
                 return Err(Error::InvalidTxnState {
                     transactional_id: txn_id.to_owned(),

@@ -427,3 +427,49 @@ fn exactly_once_consume_transform_produce_while_brokers_fail() {
     assert_eq!(seen.len() as u64, input_count);
     eprintln!("{input_count} inputs exactly once through {stops} broker stops and {restarts} pipeline restarts");
 }
+
+#[test]
+fn a_commit_that_fails_half_way_is_finished_by_calling_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::open(dir.path(), config(Duration::from_millis(300))).unwrap();
+    // One replica: when its broker stops, the partition has no leader.
+    c.create_topic("single", TopicConfig::default().replication_factor(1))
+        .unwrap();
+    let mut tx = c
+        .producer(ProducerConfig::default().transactional_id("etl"))
+        .unwrap();
+    tx.begin_transaction().unwrap();
+    tx.send("single", Record::new("one")).unwrap();
+    let b = leader(&c, "single", 0);
+    c.stop_broker(b).unwrap();
+    let err = tx.commit_transaction().unwrap_err();
+    assert!(matches!(err, Error::NoLeader { .. }), "{err}");
+    // The transaction takes nothing new until it is finished.
+    let refused = tx.send("single", Record::new("two")).unwrap_err();
+    assert!(
+        matches!(refused, Error::InvalidTxnState { .. }),
+        "{refused}"
+    );
+    c.start_broker(b).unwrap();
+    retrying("commit again", || tx.commit_transaction());
+    let part = c.topic("single").unwrap().partition(0).unwrap();
+    assert_eq!(strings(&part.read_committed(0, 10).unwrap()), ["one"]);
+    assert_eq!(part.last_stable_offset(), part.end_offset());
+
+    // The same, asking for an abort after the commit was decided.
+    tx.begin_transaction().unwrap();
+    tx.send("single", Record::new("three")).unwrap();
+    c.stop_broker(b).unwrap();
+    assert!(tx.commit_transaction().is_err());
+    c.start_broker(b).unwrap();
+    let said = retrying("abort", || match tx.abort_transaction() {
+        Err(Error::InvalidTxnState { reason, .. }) => Ok(reason),
+        Ok(()) => panic!("an abort of a decided commit must say it committed"),
+        Err(e) => Err(e),
+    });
+    assert!(said.contains("committed"), "{said}");
+    assert_eq!(
+        strings(&part.read_committed(0, 10).unwrap()),
+        ["one", "three"]
+    );
+}

@@ -1287,10 +1287,16 @@ impl ProducerHost for Cluster {
         self.c().txns.add(txn_id, producer, partitions, offsets)
     }
 
-    fn end_transaction(&self, txn_id: &str, producer: ProducerKey, commit: bool) -> Result<()> {
+    fn end_transaction(
+        &self,
+        txn_id: &str,
+        producer: ProducerKey,
+        commit: bool,
+        retry: bool,
+    ) -> Result<()> {
         let c = self.c();
         c.check_open()?;
-        c.txns.end(&**c, txn_id, producer, commit)
+        c.txns.end(&**c, txn_id, producer, commit, retry)
     }
 }
 
