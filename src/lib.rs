@@ -65,6 +65,7 @@ pub mod power_loss {
     pub use crate::io::power_loss::{History, LossMode, Op, Recorder, Replay, Rng};
 }
 mod log;
+mod metrics;
 mod producer;
 mod record;
 mod storage;
@@ -85,6 +86,9 @@ pub use consumer::{
 pub use error::{Error, Result};
 pub use format::Compression;
 pub use log::{CompactionStats, Log};
+pub use metrics::{
+    GroupMetrics, LatencyHistogram, Metrics, PartitionMetrics, ReplicaMetrics, LATENCY_BUCKETS,
+};
 pub use producer::{Producer, ProducerConfig};
 pub use record::{Message, Record, RecordMetadata, TopicPartition};
 pub use topic::{murmur2, Partition, Partitioner, Topic};

@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
@@ -217,7 +218,7 @@ impl OffsetStore {
             )
         });
         if let Some(link) = &self.link {
-            return link.append(0, Acks::All, records, |_, _| {});
+            return link.append(0, Acks::All, records, |_, _| {}, Instant::now());
         }
         let end = self.log.append(
             keys.iter().zip(&values).map(|(k, v)| {
