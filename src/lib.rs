@@ -87,7 +87,8 @@ pub use error::{Error, Result};
 pub use format::Compression;
 pub use log::{CompactionStats, Log};
 pub use metrics::{
-    GroupMetrics, LatencyHistogram, Metrics, PartitionMetrics, ReplicaMetrics, LATENCY_BUCKETS,
+    GroupMetrics, LatencyHistogram, Metrics, PartitionMetrics, ReplicaMetrics,
+    APPEND_LATENCY_SAMPLE_EVERY, LATENCY_BUCKETS,
 };
 pub use producer::{Producer, ProducerConfig};
 pub use record::{Message, Record, RecordMetadata, TopicPartition};

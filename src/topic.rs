@@ -8,7 +8,6 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use parking_lot::RwLock;
 
@@ -16,6 +15,7 @@ use crate::cluster::{Acks, ClusterLink};
 use crate::config::{SyncPolicy, TopicConfig};
 use crate::error::{Error, Result};
 use crate::format::{ProducerBatch, RecordParts};
+use crate::metrics::AppendTimer;
 use crate::record::{Message, Record, RecordMetadata};
 use crate::storage::{now_ms, PartitionLog};
 
@@ -243,7 +243,7 @@ impl Topic {
         partition: Option<u32>,
         timestamp: Option<i64>,
     ) -> Result<RecordMetadata> {
-        let started = Instant::now();
+        let started = AppendTimer::start();
         self.check_live()?;
         let ts = self.check_record(&parts, timestamp)?;
         if let Some(link) = &self.inner.link {
@@ -297,7 +297,7 @@ impl Topic {
         &self,
         records: impl IntoIterator<Item = R>,
     ) -> Result<Vec<RecordMetadata>> {
-        let started = Instant::now();
+        let started = AppendTimer::start();
         self.check_live()?;
         let records: Vec<R> = records.into_iter().collect();
         if let Some(link) = &self.inner.link {
@@ -371,7 +371,7 @@ impl Topic {
         &self,
         link: &ClusterLink,
         records: &[R],
-        started: Instant,
+        started: AppendTimer,
     ) -> Result<Vec<RecordMetadata>> {
         let plan = self.plan(records, self.partition_count())?;
         let target = |i: usize| plan.single.unwrap_or_else(|| plan.targets[i]);
@@ -463,7 +463,7 @@ impl Topic {
         mut producer: impl FnMut(u32) -> Result<ProducerBatch>,
         mut advanced: impl FnMut(u32, u32),
     ) -> Result<Vec<RecordMetadata>> {
-        let started = Instant::now();
+        let started = AppendTimer::start();
         self.check_live()?;
         let logs = self.inner.partitions.read();
         let plan = self.plan(records, logs.len() as u32)?;

@@ -52,12 +52,18 @@ fn metrics_count_every_record_and_byte_appended_and_read() {
     );
     assert_eq!((p0.records_in, p1.records_in), (100, 50), "records in");
     assert_eq!((p0.records_out, p1.records_out), (0, 0), "nothing read yet");
-    assert_eq!(
-        (p0.append_latency.count(), p1.append_latency.count()),
-        (100, 1),
-        "one latency measurement per append call"
+    // One call in APPEND_LATENCY_SAMPLE_EVERY (64) is timed, counted per
+    // thread: 100 single appends in a row have 1 or 2 timed.
+    let timed = (p0.append_latency.count(), p1.append_latency.count());
+    assert!(
+        (1..=2).contains(&timed.0) && timed.1 <= 1,
+        "sampled append latency: {timed:?}"
     );
-    assert_eq!(m.append_latency.count(), 101, "the log's histogram merges");
+    assert_eq!(
+        m.append_latency.count(),
+        timed.0 + timed.1,
+        "the log's histogram merges the partitions'"
+    );
     // An uncompressed partition's appends are exactly its segment bytes.
     assert_eq!(p0.bytes_in, p0.size_bytes, "bytes in of partition 0");
     assert_eq!(p1.bytes_in, p1.size_bytes, "bytes in of partition 1");

@@ -68,7 +68,7 @@ use crate::error::{Error, Result};
 use crate::format::RecordParts;
 use crate::io::{self, DirLock};
 use crate::log::{limits, read_meta, write_meta};
-use crate::metrics::{Metrics, PartitionMetrics, ReplicaMetrics};
+use crate::metrics::{AppendTimer, Metrics, PartitionMetrics, ReplicaMetrics};
 use crate::record::TopicPartition;
 use crate::storage::{Limits, Notify, OpenHints, PartitionLog};
 use crate::topic::{validate_topic_name, Topic, TopicInner};
@@ -197,7 +197,7 @@ impl ClusterLink {
         acks: Acks,
         records: impl IntoIterator<Item = (RecordParts<'r>, i64)>,
         on_append: impl FnMut(u64, i64),
-        started: Instant,
+        started: AppendTimer,
     ) -> Result<()> {
         let part = &self.parts[p as usize];
         let ticket = part.route(acks)?;

@@ -70,7 +70,7 @@ use crate::format::{
     BATCH_HEADER_BYTES, NO_PARTITION_LEADER_EPOCH, RECORDS_COUNT_OFFSET,
 };
 use crate::io::{self, DataFile};
-use crate::metrics::{LatencyCounters, PartitionMetrics, ReadCounters, SyncCounters};
+use crate::metrics::{AppendTimer, LatencyCounters, PartitionMetrics, ReadCounters, SyncCounters};
 use crate::record::{Field, Message, ReadRegion, TopicPartition};
 
 mod replica;
@@ -1527,9 +1527,12 @@ impl PartitionLog {
     }
 
     /// Records the latency of one append call (a `Topic` call, sync and
-    /// acknowledgement included) that started at `started`.
-    pub(crate) fn record_append_latency(&self, started: Instant) {
-        self.append_latency.record(started.elapsed());
+    /// acknowledgement included), if it was sampled.
+    #[inline]
+    pub(crate) fn record_append_latency(&self, timer: AppendTimer) {
+        if let Some(elapsed) = timer.elapsed() {
+            self.append_latency.record(elapsed);
+        }
     }
 
     /// A snapshot of this partition's counters and state.
