@@ -73,8 +73,10 @@ use crate::record::TopicPartition;
 use crate::storage::{Limits, Notify, OpenHints, PartitionLog};
 use crate::topic::{validate_topic_name, Topic, TopicInner};
 
-/// How a [`Cluster`] runs.
+/// How a [`Cluster`] runs. Built with `ClusterConfig::default()` and
+/// its builder methods (`#[non_exhaustive]`: later versions add fields).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClusterConfig {
     /// Number of brokers (1-64). Default 3.
     pub brokers: u32,

@@ -220,6 +220,7 @@ pub struct MemberDescription {
 
 /// Lag of one partition for a group.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct PartitionLag {
     /// The partition.
     pub topic_partition: TopicPartition,
