@@ -117,7 +117,7 @@ impl GroupState {
         self.generation += 1;
         let sizes: Vec<usize> = self.target.values().map(BTreeSet::len).collect();
         tracing::info!(
-            group,
+            group = %group,
             generation = self.generation,
             members = self.members.len(),
             assignor = ?assignor,

@@ -2246,7 +2246,7 @@ impl RecoveryReport {
         let (topic, partition) = (&*log.topic, log.partition);
         if self.clean {
             tracing::debug!(
-                topic,
+                topic = %topic,
                 partition,
                 took_us = took.as_micros() as u64,
                 "partition opened after a clean close"
@@ -2258,7 +2258,7 @@ impl RecoveryReport {
             (st.closed.len() + 1, st.next_offset)
         };
         tracing::info!(
-            topic,
+            topic = %topic,
             partition,
             segments,
             scanned_segments = self.scanned,
@@ -2272,7 +2272,7 @@ impl RecoveryReport {
         );
         if self.truncated || self.gap || self.dropped_segments > 0 {
             tracing::warn!(
-                topic,
+                topic = %topic,
                 partition,
                 torn_tail_truncated = self.truncated,
                 lost_unsynced_tail = self.gap,
@@ -2283,7 +2283,7 @@ impl RecoveryReport {
         }
         if self.damaged {
             tracing::warn!(
-                topic,
+                topic = %topic,
                 partition,
                 "recovery found a damaged batch in a closed segment; reads of it will report Error::Corrupt"
             );
