@@ -29,6 +29,10 @@
 //!   naming topic, partition and offset, and the consumer goes on.
 //! - With the `tokio` feature, `AsyncConsumer` is a `Stream` of messages
 //!   woken by appends and `AsyncTopic` appends as futures.
+//! - [`Log::metrics`] and [`Cluster::metrics`] return a [`Metrics`]
+//!   snapshot (records and bytes in and out, offsets, sizes, fsyncs,
+//!   append latency, consumer lag, replica lag); recovery, retention,
+//!   compaction, rebalances and failover are logged through `tracing`.
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();

@@ -192,7 +192,8 @@ pub(crate) struct ClusterLink {
 
 impl ClusterLink {
     /// Appends `records` to partition `p`'s leader and waits for `acks`;
-    /// the call's latency, from `started`, goes to the leader's metrics.
+    /// the call's latency (if `started` sampled it) goes to the leader's
+    /// metrics.
     pub(crate) fn append<'r>(
         &self,
         p: u32,
