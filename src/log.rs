@@ -1109,27 +1109,44 @@ struct BackgroundErrors {
     current: std::collections::HashMap<(&'static str, String), String>,
 }
 
+/// What [`BackgroundErrors::check`] logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logged {
+    Nothing,
+    Failure,
+    Recovery,
+}
+
 impl BackgroundErrors {
-    fn check<T>(&mut self, task: &'static str, log: Option<&Arc<PartitionLog>>, result: Result<T>) {
+    fn check<T>(
+        &mut self,
+        task: &'static str,
+        log: Option<&Arc<PartitionLog>>,
+        result: Result<T>,
+    ) -> Logged {
         let key = || {
             let partition = log.map_or_else(String::new, |l| dir_name(&l.topic, l.partition));
             (task, partition)
         };
         match result {
-            Ok(_) if self.current.is_empty() => {}
+            Ok(_) if self.current.is_empty() => Logged::Nothing,
             Ok(_) => {
                 let key = key();
-                if self.current.remove(&key).is_some() {
-                    tracing::info!(task, partition = %key.1, "background work succeeds again");
+                if self.current.remove(&key).is_none() {
+                    return Logged::Nothing;
                 }
+                tracing::info!(task, partition = %key.1, "background work succeeds again");
+                Logged::Recovery
             }
             Err(e) => {
                 let message = e.to_string();
                 let key = key();
-                if self.current.get(&key) != Some(&message) {
-                    tracing::warn!(task, partition = %key.1, error = %message, "background work failed");
-                    self.current.insert(key, message);
+                if self.current.get(&key) == Some(&message) {
+                    return Logged::Nothing;
                 }
+                tracing::warn!(task, partition = %key.1, error = %message, "background work failed");
+                self.current.insert(key, message);
+                Logged::Failure
             }
         }
     }
@@ -1256,6 +1273,26 @@ fn remove_orphans(dir: &Path, topics: &TopicsFile) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_persisting_background_error_is_logged_once_and_its_end_once() {
+        let failing = |what: &str| -> Result<()> { Err(Error::config(what.to_owned())) };
+        let mut errors = BackgroundErrors::default();
+        let mut logged = Vec::new();
+        for _ in 0..3 {
+            logged.push(errors.check("checkpoint", None, failing("disk on fire")));
+        }
+        logged.push(errors.check("retention", None, failing("disk on fire")));
+        logged.push(errors.check("checkpoint", None, failing("disk full")));
+        logged.push(errors.check("checkpoint", None, Ok(())));
+        logged.push(errors.check("checkpoint", None, Ok(())));
+        use Logged::*;
+        assert_eq!(
+            logged,
+            [Failure, Nothing, Nothing, Failure, Failure, Recovery, Nothing],
+            "once per task and distinct error; once when it clears"
+        );
+    }
 
     #[test]
     fn meta_files_detect_damage() {

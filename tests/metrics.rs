@@ -3,7 +3,7 @@
 //! `tracing`.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use brook::{
@@ -225,22 +225,37 @@ impl Write for Captured {
 }
 
 impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    /// Panics unless some event line holds every one of `needles`.
+    fn assert_line(&self, what: &str, needles: &[&str]) {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        assert!(
+            text.lines().any(|l| needles.iter().all(|n| l.contains(n))),
+            "no event for {what} (a line with {needles:?}) in:\n{text}"
+        );
     }
+}
+
+/// Every event of this test binary, from every thread, from the first
+/// call on. One global subscriber: per-thread ones (`set_default`) in
+/// tests running in parallel lose events to tracing's shared callsite
+/// interest cache. Tests look for lines naming their own topics and groups.
+fn events() -> &'static Captured {
+    static EVENTS: OnceLock<Captured> = OnceLock::new();
+    EVENTS.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+        captured
+    })
 }
 
 #[test]
 fn roll_retention_compaction_and_recovery_are_logged() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
-    // Events of this thread only: everything below runs on it.
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    let events = events();
     let dir = tempfile::tempdir().unwrap();
     let small = |policy| {
         TopicConfig::default()
@@ -271,24 +286,109 @@ fn roll_retention_compaction_and_recovery_are_logged() {
     }
     // A crash: without the clean-shutdown marker the next open recovers.
     std::fs::remove_file(dir.path().join(".clean-shutdown")).unwrap();
-    let log = Log::open(dir.path()).unwrap();
-    drop(log);
+    drop(Log::open(dir.path()).unwrap());
 
-    let text = captured.text();
-    for (what, needle) in [
-        ("a segment roll", "segment rolled"),
-        ("a retention deletion", "retention deleted segments"),
-        ("a compaction pass", "compaction pass"),
-        ("a recovery", "partition recovered"),
-        ("the log opening", "log opened"),
-    ] {
-        assert!(
-            text.contains(needle),
-            "no event for {what} ({needle:?}) in:\n{text}"
-        );
+    let events_dir = dir.path().join("events-0").display().to_string();
+    let log_dir = format!("dir={}", dir.path().display());
+    events.assert_line("a segment roll", &["DEBUG", "segment rolled", &events_dir]);
+    events.assert_line(
+        "a retention deletion",
+        &["INFO", "retention deleted segments", "topic=events "],
+    );
+    events.assert_line(
+        "a compaction pass",
+        &["INFO", "compaction pass", "topic=table ", "keys=5 "],
+    );
+    events.assert_line(
+        "a recovery",
+        &[
+            "INFO",
+            "partition recovered",
+            "topic=events ",
+            "end_offset=100 ",
+        ],
+    );
+    events.assert_line("the log opening", &["log opened", &log_dir]);
+}
+
+#[test]
+fn failover_isr_changes_and_rebalances_are_logged_and_an_isolated_follower_lags() {
+    let events = events();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default().brokers(3)).unwrap();
+    let t = cluster
+        .create_topic(
+            "failover",
+            TopicConfig::default()
+                .replication_factor(3)
+                .min_insync_replicas(1),
+        )
+        .unwrap()
+        .with_acks(Acks::All);
+    let tp = TopicPartition::new("failover", 0);
+    for _ in 0..3 {
+        t.append("k", "v").unwrap();
     }
-    assert!(
-        text.contains("topic=table") && text.contains("keys=5"),
-        "the compaction event names topic and keys:\n{text}"
+    eventually("every replica caught up", || {
+        let m = cluster.metrics();
+        m.replicas_of(&tp)
+            .iter()
+            .all(|r| r.log_end_offset == Some(3))
+    });
+    let leader = cluster.leader(&tp).unwrap();
+    let cut_off = (0..3).find(|&b| b != leader).unwrap();
+    cluster.isolate_broker(cut_off).unwrap();
+    for _ in 0..4 {
+        t.append("k", "v").unwrap();
+    }
+    let m = cluster.metrics();
+    let r = m
+        .replicas_of(&tp)
+        .into_iter()
+        .find(|r| r.broker == cut_off)
+        .unwrap();
+    assert!(r.online && !r.in_isr && !r.leader, "{r:?}");
+    assert_eq!((r.log_end_offset, r.lag), (Some(3), 4), "{r:?}");
+
+    cluster.stop_broker(leader).unwrap();
+    let mut c = cluster
+        .consumer_with(
+            ConsumerConfig::new("failover-group").auto_offset_reset(OffsetReset::Earliest),
+        )
+        .unwrap();
+    c.subscribe(&["failover"]).unwrap();
+    c.poll(Duration::from_millis(50)).unwrap();
+
+    let (cut_off, leader) = (cut_off.to_string(), leader.to_string());
+    events.assert_line(
+        "the isolation",
+        &[
+            "broker cut off from the others",
+            &format!("broker={cut_off}"),
+        ],
+    );
+    events.assert_line(
+        "the ISR shrink",
+        &[
+            "ISR shrunk: broker went away",
+            "topic=failover ",
+            &format!("broker={cut_off} "),
+        ],
+    );
+    events.assert_line("the stop", &["broker stopped", &format!("broker={leader}")]);
+    events.assert_line(
+        "the failover",
+        &[
+            "leader elected",
+            "topic=failover partition=0",
+            &format!("previous={leader} "),
+        ],
+    );
+    events.assert_line(
+        "the rebalance",
+        &[
+            "consumer group rebalanced",
+            "group=failover-group generation=1 members=1",
+        ],
     );
 }
