@@ -61,6 +61,7 @@ use crate::topic::Topic;
 /// # }).unwrap();
 /// ```
 #[derive(Clone, Debug)]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct AsyncTopic {
     topic: Topic,
 }
@@ -153,6 +154,7 @@ async fn blocking<T: Send + 'static>(
 /// # Ok::<(), brook::Error>(())
 /// # }).unwrap();
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct AsyncConsumer {
     consumer: Consumer,
     /// Messages `poll` returned that the stream has not yielded yet, in

@@ -29,6 +29,10 @@
 //!   naming topic, partition and offset, and the consumer goes on.
 //! - With the `tokio` feature, `AsyncConsumer` is a `Stream` of messages
 //!   woken by appends and `AsyncTopic` appends as futures.
+//! - [`Log::metrics`] and [`Cluster::metrics`] return a [`Metrics`]
+//!   snapshot (records and bytes in and out, offsets, sizes, fsyncs,
+//!   append latency, consumer lag, replica lag); recovery, retention,
+//!   compaction, rebalances and failover are logged through `tracing`.
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
@@ -41,6 +45,7 @@
 //! # Ok::<(), brook::Error>(())
 //! ```
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "tokio")]
 mod asynch;
@@ -65,6 +70,7 @@ pub mod power_loss {
     pub use crate::io::power_loss::{History, LossMode, Op, Recorder, Replay, Rng};
 }
 mod log;
+mod metrics;
 mod producer;
 mod record;
 mod storage;
@@ -85,6 +91,10 @@ pub use consumer::{
 pub use error::{Error, Result};
 pub use format::Compression;
 pub use log::{CompactionStats, Log};
+pub use metrics::{
+    GroupMetrics, LatencyHistogram, Metrics, PartitionMetrics, ReplicaMetrics,
+    APPEND_LATENCY_SAMPLE_EVERY, LATENCY_BUCKETS,
+};
 pub use producer::{Producer, ProducerConfig};
 pub use record::{Message, Record, RecordMetadata, TopicPartition};
 pub use topic::{murmur2, Partition, Partitioner, Topic};

@@ -34,12 +34,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{LogConfig, SyncPolicy, TopicConfig, MAX_PARTITIONS};
 use crate::consumer::{
-    validate_group_id, Consumer, ConsumerConfig, ConsumerGroup, Coordinator, OffsetStore,
-    TopicSource, OFFSETS_TOPIC,
+    group_metrics, validate_group_id, Consumer, ConsumerConfig, ConsumerGroup, Coordinator,
+    OffsetStore, TopicSource, OFFSETS_TOPIC,
 };
 use crate::error::{Error, Result};
 use crate::format::Compression;
 use crate::io::{self, DirLock};
+use crate::metrics::Metrics;
 use crate::producer::{Producer, ProducerConfig, ProducerHost};
 use crate::record::TopicPartition;
 use crate::storage::{
@@ -216,6 +217,7 @@ impl Log {
     /// Opens (creating if missing) the log in `dir`. Fails with
     /// [`Error::Locked`] while another `Log` has it open.
     pub fn open_with(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
+        let started = Instant::now();
         config.validate()?;
         let dir = dir.as_ref().to_owned();
         io::create_dir_durable(&dir)?;
@@ -344,6 +346,14 @@ impl Log {
         // Finish the transactions a crash interrupted.
         let open = shared.txns.open_transactions();
         shared.txns.finish_interrupted(&*shared, &open)?;
+        tracing::info!(
+            dir = %shared.dir.display(),
+            topics = shared.topics.read().len(),
+            clean_shutdown = clean,
+            same_boot,
+            took_ms = started.elapsed().as_millis() as u64,
+            "log opened"
+        );
         let bg = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("brook-background".into())
@@ -561,6 +571,52 @@ impl Log {
     /// Ids of the groups that have members or committed offsets, sorted.
     pub fn groups(&self) -> Vec<String> {
         self.inner.shared.coordinator.group_ids()
+    }
+
+    /// A snapshot of the log's counters and state: per partition records
+    /// and bytes in and out, offsets, size, segments, fsyncs and append
+    /// latency; per consumer group its lag (see [`Metrics`]). Counters
+    /// start at zero when the log opens. Cheap enough to call every few
+    /// seconds: it takes each partition's lock briefly, reads no file.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let log = brook::Log::open(dir.path())?;
+    /// let t = log.create_topic("orders", brook::TopicConfig::default())?;
+    /// t.send_batch((0..10).map(|i| brook::Record::new(format!("order {i}"))))?;
+    /// log.sync()?;
+    /// let m = log.metrics();
+    /// let p = m.partition("orders", 0).unwrap();
+    /// assert_eq!(p.records_in, 10);
+    /// assert_eq!(p.append_latency.count(), 1);   // one call
+    /// assert!(p.fsyncs >= 1);
+    /// # Ok::<(), brook::Error>(())
+    /// ```
+    pub fn metrics(&self) -> Metrics {
+        let s = &self.inner.shared;
+        let mut m = Metrics::default();
+        let user: Vec<Arc<PartitionLog>> = s
+            .topics
+            .read()
+            .values()
+            .flat_map(|t| t.partitions.read().clone())
+            .collect();
+        for log in &user {
+            m.partitions.push(log.metrics());
+        }
+        for p in &m.partitions {
+            m.append_latency.merge(&p.append_latency);
+            m.fsyncs += p.fsyncs;
+            m.fsync_time_ns += p.fsync_time_ns;
+        }
+        for log in [s.coordinator.offsets.log(), s.txns.log()] {
+            let p = log.metrics();
+            m.fsyncs += p.fsyncs;
+            m.fsync_time_ns += p.fsync_time_ns;
+        }
+        let source = Arc::clone(s) as Arc<dyn TopicSource>;
+        m.groups = group_metrics(&s.coordinator, &source);
+        m
     }
 
     /// A new producer (see [`Producer`]): idempotent by default, with a
@@ -822,6 +878,14 @@ fn close(shared: &Arc<Shared>, background: &Mutex<Option<JoinHandle<()>>>) -> Re
         .and_then(|()| io::write_atomic(&shared.dir.join(CLEAN_MARKER), b"")),
     };
     shared.lock.lock().take();
+    match &result {
+        Ok(()) => tracing::info!(dir = %shared.dir.display(), "log closed cleanly"),
+        Err(e) => tracing::error!(
+            dir = %shared.dir.display(),
+            error = %e,
+            "log close failed: the next open recovers"
+        ),
+    }
     result
 }
 
@@ -843,6 +907,7 @@ fn background(shared: Arc<Shared>) {
     .expect("a tick");
     let mut last_retention = Instant::now();
     let mut last_checkpoint = Instant::now();
+    let mut errors = BackgroundErrors::default();
     loop {
         {
             let mut stop = shared.stop.lock();
@@ -857,11 +922,11 @@ fn background(shared: Arc<Shared>) {
         for log in &partitions {
             log.seal_if_idle(OPEN_BATCH_LINGER);
             if sync_interval.is_some() {
-                // A failed fsync has already made the partition read-only;
-                // appenders see the error.
-                let _ = log.sync();
+                // A failed fsync has already made the partition read-only
+                // (and said so); appenders see the error.
+                errors.check("sync", Some(log), log.sync());
             }
-            let _ = log.flush_rolled();
+            errors.check("flush of rolled segments", Some(log), log.flush_rolled());
         }
         // The cleaner: compacted topics whose dirty ratio passed the mark.
         let compacted: Vec<(TopicConfig, Vec<Arc<PartitionLog>>)> = shared
@@ -873,20 +938,75 @@ fn background(shared: Arc<Shared>) {
             .collect();
         for (cfg, logs) in compacted {
             for log in logs {
-                let _ = log.compact(compact_settings(&cfg, false));
+                let result = log.compact(compact_settings(&cfg, false));
+                errors.check("compaction", Some(&log), result);
             }
         }
         if last_retention.elapsed() >= retention_every {
             last_retention = Instant::now();
             let now = now_ms();
             for log in &partitions {
-                let _ = log.apply_retention(now);
+                errors.check("retention", Some(log), log.apply_retention(now));
             }
         }
-        let _ = shared.txns.abort_expired(&*shared);
+        let aborted = shared.txns.abort_expired(&*shared);
+        errors.check("transaction timeout", None, aborted);
         if last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
             last_checkpoint = Instant::now();
-            let _ = shared.write_checkpoint();
+            errors.check("checkpoint", None, shared.write_checkpoint());
+        }
+    }
+}
+
+/// Errors of the background thread's work. Nobody waits for that work, so
+/// its errors are logged: at `warn`, once when one appears or changes (not
+/// at every tick while it persists), and at `info` when the work succeeds
+/// again.
+#[derive(Default)]
+struct BackgroundErrors {
+    /// `(task, partition)` to the message last logged.
+    current: std::collections::HashMap<(&'static str, String), String>,
+}
+
+/// What [`BackgroundErrors::check`] logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logged {
+    Nothing,
+    Failure,
+    Recovery,
+}
+
+impl BackgroundErrors {
+    fn check<T>(
+        &mut self,
+        task: &'static str,
+        log: Option<&Arc<PartitionLog>>,
+        result: Result<T>,
+    ) -> Logged {
+        let key = || {
+            let partition = log.map_or_else(String::new, |l| dir_name(&l.topic, l.partition));
+            (task, partition)
+        };
+        match result {
+            Ok(_) if self.current.is_empty() => Logged::Nothing,
+            Ok(_) => {
+                let key = key();
+                if self.current.remove(&key).is_none() {
+                    return Logged::Nothing;
+                }
+                tracing::info!(task, partition = %key.1, "background work succeeds again");
+                Logged::Recovery
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let key = key();
+                if self.current.get(&key) == Some(&message) {
+                    return Logged::Nothing;
+                }
+                tracing::warn!(task, partition = %key.1, error = %message, "background work failed");
+                self.current.insert(key, message);
+                Logged::Failure
+            }
         }
     }
 }
@@ -989,6 +1109,26 @@ fn remove_orphans(dir: &Path, topics: &TopicsFile) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_persisting_background_error_is_logged_once_and_its_end_once() {
+        let failing = |what: &str| -> Result<()> { Err(Error::config(what.to_owned())) };
+        let mut errors = BackgroundErrors::default();
+        let mut logged = Vec::new();
+        for _ in 0..3 {
+            logged.push(errors.check("checkpoint", None, failing("disk on fire")));
+        }
+        logged.push(errors.check("retention", None, failing("disk on fire")));
+        logged.push(errors.check("checkpoint", None, failing("disk full")));
+        logged.push(errors.check("checkpoint", None, Ok(())));
+        logged.push(errors.check("checkpoint", None, Ok(())));
+        use Logged::*;
+        assert_eq!(
+            logged,
+            [Failure, Nothing, Nothing, Failure, Failure, Recovery, Nothing],
+            "once per task and distinct error; once when it clears"
+        );
+    }
 
     #[test]
     fn meta_files_detect_damage() {

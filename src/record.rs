@@ -112,7 +112,7 @@ pub struct RecordMetadata {
 }
 
 /// A topic name and a partition number.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct TopicPartition {
     /// The topic.
     pub topic: String,

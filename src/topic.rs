@@ -15,6 +15,7 @@ use crate::cluster::{Acks, ClusterLink};
 use crate::config::{SyncPolicy, TopicConfig};
 use crate::error::{Error, Result};
 use crate::format::{ProducerBatch, RecordParts};
+use crate::metrics::AppendTimer;
 use crate::record::{Message, Record, RecordMetadata};
 use crate::storage::{now_ms, PartitionLog};
 
@@ -242,6 +243,7 @@ impl Topic {
         partition: Option<u32>,
         timestamp: Option<i64>,
     ) -> Result<RecordMetadata> {
+        let started = AppendTimer::start();
         self.check_live()?;
         let ts = self.check_record(&parts, timestamp)?;
         if let Some(link) = &self.inner.link {
@@ -254,7 +256,7 @@ impl Topic {
                 return Err(self.unknown_partition(p, n));
             }
             let mut offset = 0;
-            link.append(p, self.acks, [(parts, ts)], |o, _| offset = o)?;
+            link.append(p, self.acks, [(parts, ts)], |o, _| offset = o, started)?;
             return Ok(RecordMetadata {
                 partition: p,
                 offset,
@@ -277,6 +279,7 @@ impl Topic {
         if self.inner.sync == SyncPolicy::Always {
             log.sync_to(end)?;
         }
+        log.record_append_latency(started);
         Ok(RecordMetadata {
             partition: p,
             offset,
@@ -294,10 +297,11 @@ impl Topic {
         &self,
         records: impl IntoIterator<Item = R>,
     ) -> Result<Vec<RecordMetadata>> {
+        let started = AppendTimer::start();
         self.check_live()?;
         let records: Vec<R> = records.into_iter().collect();
         if let Some(link) = &self.inner.link {
-            return self.send_replicated(link, &records);
+            return self.send_replicated(link, &records, started);
         }
         let logs = self.inner.partitions.read();
         let plan = self.plan(&records, logs.len() as u32)?;
@@ -350,9 +354,13 @@ impl Topic {
         }
         drop(logs);
         if self.inner.sync == SyncPolicy::Always {
-            for (log, end) in to_sync {
-                log.sync_to(end)?;
+            for (log, end) in &to_sync {
+                log.sync_to(*end)?;
             }
+        }
+        // One measurement per partition the call wrote to.
+        for (log, _) in &to_sync {
+            log.record_append_latency(started);
         }
         Ok(metas)
     }
@@ -363,6 +371,7 @@ impl Topic {
         &self,
         link: &ClusterLink,
         records: &[R],
+        started: AppendTimer,
     ) -> Result<Vec<RecordMetadata>> {
         let plan = self.plan(records, self.partition_count())?;
         let target = |i: usize| plan.single.unwrap_or_else(|| plan.targets[i]);
@@ -391,6 +400,7 @@ impl Topic {
                         timestamp,
                     };
                 },
+                started,
             )?;
         }
         Ok(metas)
@@ -453,6 +463,7 @@ impl Topic {
         mut producer: impl FnMut(u32) -> Result<ProducerBatch>,
         mut advanced: impl FnMut(u32, u32),
     ) -> Result<Vec<RecordMetadata>> {
+        let started = AppendTimer::start();
         self.check_live()?;
         // On a cluster, each partition's records go to its current leader.
         // (Nothing is held while an append waits for the ISR: the cluster
@@ -523,6 +534,7 @@ impl Topic {
                     };
                 }
             }
+            log.record_append_latency(started);
             advanced(p, run.len() as u32);
         }
         Ok(metas)

@@ -45,6 +45,7 @@ use crate::config::SyncPolicy;
 use crate::error::{Error, Result};
 use crate::format::RecordParts;
 use crate::log::{read_meta, write_meta};
+use crate::metrics::AppendTimer;
 use crate::record::TopicPartition;
 use crate::storage::{now_ms, PartitionLog};
 
@@ -205,7 +206,7 @@ impl TxnStore {
             now_ms(),
         )];
         if let Some(link) = &self.link {
-            return link.append(0, Acks::All, record, |_, _| {});
+            return link.append(0, Acks::All, record, |_, _| {}, AppendTimer::start());
         }
         let end = self.log.append(record, |_, _| {})?;
         if self.sync == SyncPolicy::Always {

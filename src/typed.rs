@@ -70,6 +70,7 @@ pub trait Codec: Clone + fmt::Debug + Send + Sync + 'static {
 /// format (`#[serde(flatten)]`, untagged enums, `serde_json::Value`) do
 /// not work with it; use `Json` for those.
 #[cfg(feature = "postcard")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postcard")))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Postcard;
 
@@ -101,6 +102,7 @@ impl Codec for Postcard {
 /// JSON through serde_json: self-describing and readable by any tool
 /// (`brook consume` prints it as is), larger and slower than `Postcard`.
 #[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Json;
 

@@ -80,20 +80,23 @@ pub(crate) use replication::{Network, Part, PartState, Slot};
 
 use crate::config::{SyncPolicy, TopicConfig};
 use crate::consumer::{
-    Consumer, ConsumerConfig, ConsumerGroup, Coordinator, OffsetStore, TopicSource,
+    group_metrics, Consumer, ConsumerConfig, ConsumerGroup, Coordinator, OffsetStore, TopicSource,
 };
 use crate::error::{Error, Result};
 use crate::format::{ProducerBatch, RecordParts};
 use crate::io::{self, DirLock};
 use crate::log::{limits, read_meta, write_meta, PRODUCER_IDS_FILE};
+use crate::metrics::{AppendTimer, Metrics, PartitionMetrics, ReplicaMetrics};
 use crate::producer::{Producer, ProducerConfig, ProducerHost};
 use crate::record::TopicPartition;
 use crate::storage::{Limits, Notify, OpenHints, PartitionLog};
 use crate::topic::{validate_topic_name, Topic, TopicInner};
 use crate::txn::{ProducerIds, ProducerKey, TxnHost, TxnStore, TXN_TOPIC};
 
-/// How a [`Cluster`] runs.
+/// How a [`Cluster`] runs. Built with `ClusterConfig::default()` and
+/// its builder methods (`#[non_exhaustive]`: later versions add fields).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClusterConfig {
     /// Number of brokers (1-64). Default 3.
     pub brokers: u32,
@@ -210,13 +213,16 @@ pub(crate) struct ClusterLink {
 }
 
 impl ClusterLink {
-    /// Appends `records` to partition `p`'s leader and waits for `acks`.
+    /// Appends `records` to partition `p`'s leader and waits for `acks`;
+    /// the call's latency (if `started` sampled it) goes to the leader's
+    /// metrics.
     pub(crate) fn append<'r>(
         &self,
         p: u32,
         acks: Acks,
         records: impl IntoIterator<Item = (RecordParts<'r>, i64)>,
         on_append: impl FnMut(u64, i64),
+        started: AppendTimer,
     ) -> Result<()> {
         let part = &self.parts[p as usize];
         let ticket = part.route(acks)?;
@@ -224,7 +230,9 @@ impl ClusterLink {
         if self.sync == SyncPolicy::Always {
             ticket.log.sync_to(end)?;
         }
-        part.acknowledge(&ticket, end, acks, self.ack_timeout)
+        part.acknowledge(&ticket, end, acks, self.ack_timeout)?;
+        ticket.log.record_append_latency(started);
+        Ok(())
     }
 
     /// An idempotent producer's append (see
@@ -596,6 +604,93 @@ impl Cluster {
         self.c().alive(id)
     }
 
+    /// A snapshot of the cluster's counters and state (see [`Metrics`]):
+    /// per partition the counters of its replicas summed and the offsets
+    /// and size of its leader, per replica its role, log end offset, lag
+    /// behind the leader and ISR membership, per consumer group its lag.
+    /// A stopped broker's replicas lose their counters (they restart at
+    /// zero with the broker).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use brook::{Acks, Cluster, ClusterConfig, TopicConfig, TopicPartition};
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default().brokers(3))?;
+    /// let t = cluster.create_topic("orders", TopicConfig::default().replication_factor(3))?;
+    /// t.with_acks(Acks::All).append("k", "v")?;
+    /// let m = cluster.metrics();
+    /// let replicas = m.replicas_of(&TopicPartition::new("orders", 0));
+    /// assert_eq!(replicas.len(), 3);
+    /// assert_eq!(replicas.iter().filter(|r| r.leader).count(), 1);
+    /// assert!(replicas.iter().all(|r| r.in_isr && r.high_watermark == 1));
+    /// # Ok::<(), brook::Error>(())
+    /// ```
+    pub fn metrics(&self) -> Metrics {
+        let c = self.c();
+        let mut m = Metrics::default();
+        let parts: Vec<Arc<Part>> = c.parts.read().clone();
+        for part in &parts {
+            let st = part.st.lock();
+            let tp = TopicPartition::new(&*part.topic, part.partition);
+            let leader_end = st.leader_log().map(|l| l.log_end_offset());
+            // The leader's (else any open replica's) offsets and size...
+            let mut shape: Option<PartitionMetrics> = None;
+            // ...and every open replica's counters.
+            let mut counters: Option<PartitionMetrics> = None;
+            for slot in &st.slots {
+                let pm = slot.log.as_ref().map(|l| l.metrics());
+                if let Some(pm) = &pm {
+                    m.fsyncs += pm.fsyncs;
+                    m.fsync_time_ns += pm.fsync_time_ns;
+                }
+                // Internal topics (`__consumer_offsets`) count their fsyncs only.
+                if part.topic.starts_with("__") {
+                    continue;
+                }
+                let is_leader = st.leader == Some(slot.broker);
+                let end = slot.log.as_ref().map(|l| l.log_end_offset());
+                m.replicas.push(ReplicaMetrics {
+                    topic_partition: tp.clone(),
+                    broker: slot.broker,
+                    leader: is_leader,
+                    online: c.alive(slot.broker),
+                    in_isr: st.isr.contains(&slot.broker),
+                    log_end_offset: end,
+                    lag: match leader_end {
+                        Some(_) if is_leader => 0,
+                        Some(l) => l.saturating_sub(end.unwrap_or(slot.leo)),
+                        None => 0,
+                    },
+                    high_watermark: st.hw,
+                });
+                let Some(pm) = pm else { continue };
+                if is_leader || shape.is_none() {
+                    shape = Some(pm.clone());
+                }
+                match &mut counters {
+                    Some(sum) => sum.add_counters(&pm),
+                    None => counters = Some(pm),
+                }
+            }
+            let partition = shape.zip(counters).map(|(mut p, sum)| {
+                p.set_counters(&sum);
+                p
+            });
+            if let Some(p) = partition {
+                m.partitions.push(p);
+            }
+        }
+        m.partitions
+            .sort_by(|a, b| a.topic_partition.cmp(&b.topic_partition));
+        m.replicas
+            .sort_by(|a, b| a.topic_partition.cmp(&b.topic_partition));
+        for p in &m.partitions {
+            m.append_latency.merge(&p.append_latency);
+        }
+        let source = Arc::clone(c) as Arc<dyn TopicSource>;
+        m.groups = group_metrics(&c.coordinator, &source);
+        m
+    }
+
     /// Stops replication, closes every replica and records the metadata.
     /// Later calls fail with [`Error::Closed`].
     pub fn close(&self) -> Result<()> {
@@ -812,9 +907,18 @@ impl ClusterInner {
         if meta.controller.is_some_and(ok) {
             return;
         }
+        let previous = meta.controller;
         meta.controller = (0..self.config.brokers).find(|&b| ok(b));
         if meta.controller.is_some() {
             meta.controller_epoch += 1;
+            tracing::info!(
+                controller = meta.controller,
+                previous,
+                controller_epoch = meta.controller_epoch,
+                "controller elected"
+            );
+        } else {
+            tracing::warn!(previous, "no controller: no broker runs reachable");
         }
     }
 
@@ -1009,6 +1113,7 @@ impl ClusterInner {
             return Ok(());
         }
         self.alive[id as usize].store(false, Ordering::Release);
+        tracing::info!(broker = id, "broker stopped");
         self.broker_lost(&mut meta, id);
         let result = self.publish(&mut meta);
         // Its replicas close (what they wrote stays on disk).
@@ -1056,6 +1161,7 @@ impl ClusterInner {
             }
         }
         self.alive[id as usize].store(true, Ordering::Release);
+        tracing::info!(broker = id, "broker started");
         self.broker_back(&mut meta);
         self.publish(&mut meta)
     }
@@ -1067,8 +1173,10 @@ impl ClusterInner {
             return Ok(());
         }
         if isolated {
+            tracing::info!(broker = id, "broker cut off from the others");
             self.broker_lost(&mut meta, id);
         } else {
+            tracing::info!(broker = id, "broker reachable again");
             self.broker_back(&mut meta);
         }
         self.publish(&mut meta)

@@ -352,13 +352,26 @@ impl Part {
             return Ok(changed);
         };
         if fs.synced_epoch != epoch {
+            let follower_end = flog.log_end_offset();
             let point = divergence(
                 &llog.epochs(),
                 llog.log_end_offset(),
                 &flog.epochs(),
-                flog.log_end_offset(),
+                follower_end,
             );
-            flog.truncate_to(point)?;
+            let end = flog.truncate_to(point)?;
+            if end < follower_end {
+                tracing::warn!(
+                    topic = %self.topic,
+                    partition = self.partition,
+                    broker = f,
+                    leader = l,
+                    leader_epoch = epoch,
+                    from = follower_end,
+                    to = end,
+                    "follower truncated records that diverged from the leader's log"
+                );
+            }
             let fs = st.slot_mut(f).expect("checked");
             fs.synced_epoch = epoch;
         }
@@ -367,6 +380,15 @@ impl Part {
         if from > leader_end {
             // Only after an unclean election: the follower holds more than
             // the leader and has no common epoch to cut at.
+            tracing::warn!(
+                topic = %self.topic,
+                partition = self.partition,
+                broker = f,
+                leader = l,
+                from,
+                to = leader_end,
+                "follower truncated records beyond the leader's end (after an unclean election)"
+            );
             flog.truncate_to(leader_end)?;
             from = flog.log_end_offset();
         }
@@ -401,6 +423,13 @@ impl Part {
         if truth_leader {
             if !st.isr.contains(&f) && leo >= hw {
                 st.isr.push(f);
+                tracing::info!(
+                    topic = %self.topic,
+                    partition = self.partition,
+                    broker = f,
+                    isr = ?st.isr,
+                    "ISR expanded: replica caught up"
+                );
                 changed.truth = true;
                 self.cv.notify_all();
             }
@@ -427,6 +456,14 @@ impl Part {
         });
         let changed = st.isr.len() != before;
         if changed {
+            tracing::warn!(
+                topic = %self.topic,
+                partition = self.partition,
+                leader = l,
+                isr = ?st.isr,
+                lag_max_ms = lag_max,
+                "ISR shrunk: followers lagged, stopped or were cut off"
+            );
             self.cv.notify_all();
         }
         changed
@@ -439,6 +476,13 @@ impl Part {
         let mut st = self.st.lock();
         if st.isr.len() > 1 && st.isr.contains(&b) {
             st.isr.retain(|&x| x != b);
+            tracing::info!(
+                topic = %self.topic,
+                partition = self.partition,
+                broker = b,
+                isr = ?st.isr,
+                "ISR shrunk: broker went away"
+            );
             self.cv.notify_all();
             return true;
         }
@@ -489,8 +533,35 @@ impl Part {
         if candidate.is_none() && st.leader.is_none() {
             return false;
         }
+        let previous = st.leader;
         st.epoch += 1;
         st.leader = candidate;
+        match candidate {
+            None => tracing::warn!(
+                topic = %self.topic,
+                partition = self.partition,
+                previous,
+                leader_epoch = st.epoch,
+                "partition has no leader: no eligible replica runs"
+            ),
+            Some(new) if unclean => tracing::warn!(
+                topic = %self.topic,
+                partition = self.partition,
+                leader = new,
+                previous,
+                leader_epoch = st.epoch,
+                "unclean leader election: records not on the new leader are lost"
+            ),
+            Some(new) => tracing::info!(
+                topic = %self.topic,
+                partition = self.partition,
+                leader = new,
+                previous,
+                leader_epoch = st.epoch,
+                preferred = move_to_preferred,
+                "leader elected"
+            ),
+        }
         if let Some(new) = candidate {
             if unclean {
                 // The new leader's log is the truth now: records above it

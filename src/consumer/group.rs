@@ -29,6 +29,7 @@ use super::assignor::{Assignment, Assignor, MemberInfo};
 use super::offsets::OffsetStore;
 use super::TopicSource;
 use crate::error::{Error, Result};
+use crate::metrics::GroupMetrics;
 use crate::record::TopicPartition;
 use crate::storage::Notify;
 
@@ -51,6 +52,8 @@ pub(crate) struct GroupState {
     pub dirty: bool,
     /// Topic metadata epoch the target was computed for.
     pub epoch: u64,
+    /// How many times `target` was computed (Kafka's generation id).
+    pub generation: u64,
 }
 
 impl GroupState {
@@ -63,6 +66,7 @@ impl GroupState {
             .map(|(id, _)| id.clone())
             .collect();
         for id in &expired {
+            tracing::info!(member = %id, "consumer group member evicted: session timeout passed");
             self.remove_member(id);
         }
         expired
@@ -85,8 +89,9 @@ impl GroupState {
         }
     }
 
-    /// Recomputes the target with the oldest member's assignor.
-    pub(crate) fn recompute(&mut self, source: &dyn TopicSource) {
+    /// Recomputes the target of group `group` with the oldest member's
+    /// assignor: a rebalance, a new generation.
+    pub(crate) fn recompute(&mut self, group: &str, source: &dyn TopicSource) {
         let infos: Vec<MemberInfo> = self
             .members
             .iter()
@@ -109,6 +114,17 @@ impl GroupState {
         self.target = assignor.assign(&infos, &counts);
         self.dirty = false;
         self.epoch = source.metadata_epoch();
+        self.generation += 1;
+        let sizes: Vec<usize> = self.target.values().map(BTreeSet::len).collect();
+        tracing::info!(
+            group = %group,
+            generation = self.generation,
+            members = self.members.len(),
+            assignor = ?assignor,
+            partitions = sizes.iter().sum::<usize>(),
+            assignment_sizes = ?sizes,
+            "consumer group rebalanced"
+        );
         self.wake_all();
     }
 }
@@ -150,6 +166,25 @@ impl Coordinator {
     }
 }
 
+/// Every known group's part of a metrics snapshot (see [`Coordinator::group_ids`]).
+pub(crate) fn group_metrics(
+    coordinator: &Arc<Coordinator>,
+    source: &Arc<dyn TopicSource>,
+) -> Vec<GroupMetrics> {
+    coordinator
+        .group_ids()
+        .into_iter()
+        .filter_map(|id| {
+            let group = ConsumerGroup {
+                id,
+                coordinator: Arc::clone(coordinator),
+                source: Arc::clone(source),
+            };
+            group.metrics().ok()
+        })
+        .collect()
+}
+
 /// Checks a group id: non-empty, at most 249 characters, no control
 /// characters (Kafka accepts any string; brook keeps ids printable).
 pub(crate) fn validate_group_id(group: &str) -> Result<()> {
@@ -184,7 +219,8 @@ pub struct MemberDescription {
 }
 
 /// Lag of one partition for a group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct PartitionLag {
     /// The partition.
     pub topic_partition: TopicPartition,
@@ -269,6 +305,23 @@ impl ConsumerGroup {
             topics.extend(m.topics.iter().cloned());
         }
         topics
+    }
+
+    /// The group's part of a metrics snapshot.
+    pub(crate) fn metrics(&self) -> Result<GroupMetrics> {
+        let partitions = self.lag()?;
+        let (members, generation) = {
+            let g = self.coordinator.group(&self.id);
+            let g = g.lock();
+            (g.members.len(), g.generation)
+        };
+        Ok(GroupMetrics {
+            group: self.id.clone(),
+            members,
+            generation,
+            total_lag: partitions.iter().map(|p| p.lag).sum(),
+            partitions,
+        })
     }
 
     /// Lag of every partition of the group's topics.

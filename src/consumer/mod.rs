@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 pub use assignor::Assignor;
-pub(crate) use group::{validate_group_id, Coordinator};
+pub(crate) use group::{group_metrics, validate_group_id, Coordinator};
 pub use group::{ConsumerGroup, MemberDescription, PartitionLag, ResetTo};
 #[cfg(feature = "fuzzing")]
 pub(crate) use offsets::{decode_record as decode_offset_record, encode_key as encode_offset_key};
@@ -560,7 +560,7 @@ impl Consumer {
             };
             me.last_seen = now;
             if g.dirty || g.epoch != self.source.metadata_epoch() {
-                g.recompute(self.source.as_ref());
+                g.recompute(&self.config.group_id, self.source.as_ref());
             }
             let target = g.target.get(&id).cloned().unwrap_or_default();
             let owned = g.members[&id].owned.clone();

@@ -27,6 +27,7 @@ use crate::cluster::{Acks, ClusterLink};
 use crate::config::SyncPolicy;
 use crate::error::{Error, Result};
 use crate::format::RecordParts;
+use crate::metrics::AppendTimer;
 use crate::record::TopicPartition;
 use crate::storage::{now_ms, PartitionLog};
 
@@ -217,7 +218,7 @@ impl OffsetStore {
             )
         });
         if let Some(link) = &self.link {
-            return link.append(0, Acks::All, records, |_, _| {});
+            return link.append(0, Acks::All, records, |_, _| {}, AppendTimer::start());
         }
         let end = self.log.append(
             keys.iter().zip(&values).map(|(k, v)| {

@@ -77,7 +77,8 @@ use crate::format::{
     BATCH_HEADER_BYTES, NO_PARTITION_LEADER_EPOCH, RECORDS_COUNT_OFFSET,
 };
 use crate::io::{self, DataFile};
-use crate::record::{Field, Message, ReadRegion};
+use crate::metrics::{AppendTimer, LatencyCounters, PartitionMetrics, ReadCounters, SyncCounters};
+use crate::record::{Field, Message, ReadRegion, TopicPartition};
 
 mod replica;
 
@@ -249,6 +250,11 @@ struct State {
     /// A replica's leader-epoch cache: `(epoch, first offset)` for every
     /// epoch its batches carry, in order (empty outside a cluster).
     epochs: Vec<(i32, u64)>,
+    /// Records appended since the partition was opened (metrics; counted
+    /// under the lock the append holds anyway).
+    records_in: u64,
+    /// Bytes those appends encoded into the log, batch headers included.
+    bytes_in: u64,
 }
 
 /// What a read does next, decided under the lock.
@@ -309,6 +315,10 @@ pub(crate) struct PartitionLog {
     /// Readers see offsets below this only: a replica's high watermark in
     /// a cluster (see `replica.rs`), `u64::MAX` for a plain log.
     visible_end: AtomicU64,
+    /// Metrics counters, each group on its own cache line.
+    reads: ReadCounters,
+    syncs: SyncCounters,
+    append_latency: LatencyCounters,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -481,6 +491,8 @@ impl PartitionLog {
                 compression: limits.compression,
                 leader_epoch: NO_PARTITION_LEADER_EPOCH,
                 epochs: Vec::new(),
+                records_in: 0,
+                bytes_in: 0,
             }),
             durable_offset: AtomicU64::new(0),
             sync_lock: Mutex::new(recovery),
@@ -489,6 +501,9 @@ impl PartitionLog {
             watchers: Mutex::new(Vec::new()),
             watcher_count: std::sync::atomic::AtomicUsize::new(0),
             visible_end: AtomicU64::new(u64::MAX),
+            reads: ReadCounters::default(),
+            syncs: SyncCounters::default(),
+            append_latency: LatencyCounters::default(),
         }
     }
 
@@ -502,13 +517,29 @@ impl PartitionLog {
         st.compression = codec;
     }
 
-    /// Opens an existing partition directory, recovering it if needed.
+    /// Opens an existing partition directory, recovering it if needed;
+    /// reports what recovery did (see [`RecoveryReport`]).
     pub(crate) fn open(
         root: &Path,
         topic: Arc<str>,
         partition: u32,
         limits: Limits,
         hints: OpenHints,
+    ) -> Result<Self> {
+        let started = Instant::now();
+        let mut report = RecoveryReport::default();
+        let log = Self::open_recovering(root, topic, partition, limits, hints, &mut report)?;
+        report.emit(&log, hints, started.elapsed());
+        Ok(log)
+    }
+
+    fn open_recovering(
+        root: &Path,
+        topic: Arc<str>,
+        partition: u32,
+        limits: Limits,
+        hints: OpenHints,
+        report: &mut RecoveryReport,
     ) -> Result<Self> {
         let dir = root.join(dir_name(&topic, partition));
         recover_swaps(&dir)?;
@@ -568,6 +599,7 @@ impl PartitionLog {
                 clean,
                 hints.recovery,
             )? {
+                report.clean = true;
                 return Ok(log);
             }
         }
@@ -603,6 +635,11 @@ impl PartitionLog {
             if is_last && journal {
                 recover_compressing(&dir, &seg, &mut rec)?;
             }
+            report.scanned += 1;
+            report.scanned_bytes += rec.end.saturating_sub(trusted_end);
+            report.resealed |= rec.resealed;
+            report.damaged |= rec.damaged;
+            report.truncated |= rec.truncated;
             // The scan checked every batch from `trusted_end` to the end,
             // unless it stopped at damage: then reads check every batch.
             seg.set_verified_from(if rec.damaged { u64::MAX } else { trusted_end });
@@ -620,7 +657,9 @@ impl PartitionLog {
                 && !rec.damaged
                 && rec.next_offset.unwrap_or(base) < bases[i + 1];
             let truncated = rec.truncated || gap;
+            report.gap |= gap;
             if is_last || truncated {
+                report.dropped_segments = bases.len() - i - 1;
                 // A bad batch before the active segment ends the log there:
                 // later segments cannot follow a gap, so they go, durably
                 // (before appends reuse their offsets).
@@ -751,6 +790,7 @@ impl PartitionLog {
         let mut st = self.state.lock();
         self.check_writable(&st)?;
         let segments_before = st.closed.len();
+        let offset_before = st.next_offset;
         st.changed = true;
         let mut records = records.into_iter();
         let result = (|| {
@@ -767,6 +807,7 @@ impl PartitionLog {
         // Whatever happened, every record written so far is committed to the
         // open batch before the lock is released.
         st.commit_open_count();
+        st.records_in += st.next_offset - offset_before;
         let rolled = st.closed.len() > segments_before;
         drop(st);
         if result.is_ok() {
@@ -821,6 +862,7 @@ impl PartitionLog {
             // used are in the log.
             let last = producers::last_sequence(producer.base_sequence, written);
             st.producers.record(producer, last, first_offset, now_ms());
+            st.records_in += u64::from(written);
         }
         let rolled = st.closed.len() > segments_before;
         drop(st);
@@ -1030,6 +1072,32 @@ impl PartitionLog {
     /// One compaction pass over the closed segments (see `cleaner` for what
     /// is kept and the crash-safe swap).
     pub(crate) fn compact(&self, settings: CompactSettings) -> Result<CompactionReport> {
+        let started = Instant::now();
+        let mut keys = 0;
+        let report = self.compact_pass(settings, &mut keys)?;
+        if report.segments_in > 0 {
+            tracing::info!(
+                topic = %self.topic,
+                partition = self.partition,
+                segments_in = report.segments_in,
+                segments_out = report.segments_out,
+                records_in = report.records_in,
+                records_out = report.records_out,
+                bytes_in = report.bytes_in,
+                bytes_out = report.bytes_out,
+                keys,
+                took_ms = started.elapsed().as_millis() as u64,
+                "compaction pass"
+            );
+        }
+        Ok(report)
+    }
+
+    fn compact_pass(
+        &self,
+        settings: CompactSettings,
+        keys: &mut usize,
+    ) -> Result<CompactionReport> {
         let _one_at_a_time = self.cleaner_lock.lock();
         // A record is dropped for a later one of its key in any closed
         // segment; that one must be durable first, or a power cut between
@@ -1097,6 +1165,7 @@ impl PartitionLog {
             .map(|i| (&*eligible[i], bytes(i)))
             .collect();
         let latest = cleaner::latest_offsets(&sources)?;
+        *keys = latest.len();
         // Group consecutive segments while their sources fit one segment.
         let mut start = 0;
         while start < eligible.len() {
@@ -1285,6 +1354,7 @@ impl PartitionLog {
     /// fsync error may have dropped dirty pages: retrying could report data
     /// durable that is not).
     fn fsync_all(&self, files: &[Arc<DataFile>], dir: bool) -> Result<()> {
+        let started = Instant::now();
         let mut result = Ok(());
         for f in files {
             if let Err(e) = f.sync_data() {
@@ -1297,6 +1367,7 @@ impl PartitionLog {
                 result = Err((self.dir.clone(), e));
             }
         }
+        self.syncs.record(started.elapsed());
         result.or_else(|(path, e)| {
             let mut st = self.state.lock();
             if st.deleted {
@@ -1304,6 +1375,13 @@ impl PartitionLog {
                 // nothing is left to make durable, and nothing failed.
                 return Ok(());
             }
+            tracing::error!(
+                topic = %self.topic,
+                partition = self.partition,
+                file = %path.display(),
+                error = %e,
+                "fsync failed: the partition is read-only from now on"
+            );
             st.failed = Some((path, e.to_string()));
             Err(e)
         })
@@ -1435,11 +1513,63 @@ impl PartitionLog {
             }
             st.closed.drain(..n).collect()
         };
+        if !doomed.is_empty() {
+            let next = doomed.last().map(|s| s.base_offset);
+            tracing::info!(
+                topic = %self.topic,
+                partition = self.partition,
+                segments = doomed.len(),
+                bytes = doomed.iter().map(|s| s.closed_len()).sum::<u64>(),
+                by_age = expired.min(doomed.len()),
+                first_base_offset = doomed[0].base_offset,
+                last_base_offset = next,
+                "retention deleted segments"
+            );
+        }
         self.remove_segments(&doomed)
     }
 
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Records the latency of one append call (a `Topic` call, sync and
+    /// acknowledgement included), if it was sampled.
+    #[inline]
+    pub(crate) fn record_append_latency(&self, timer: AppendTimer) {
+        if let Some(elapsed) = timer.elapsed() {
+            self.append_latency.record(elapsed);
+        }
+    }
+
+    /// A snapshot of this partition's counters and state.
+    pub(crate) fn metrics(&self) -> PartitionMetrics {
+        let (records_in, bytes_in, start_offset, end_offset, size_bytes, segments) = {
+            let st = self.state.lock();
+            let closed: u64 = st.closed.iter().map(|s| s.closed_len()).sum();
+            (
+                st.records_in,
+                st.bytes_in,
+                st.start_offset(),
+                st.next_offset.min(self.visible_end.load(Ordering::Acquire)),
+                closed + st.active.write_pos,
+                st.closed.len() as u64 + 1,
+            )
+        };
+        PartitionMetrics {
+            topic_partition: TopicPartition::new(&*self.topic, self.partition),
+            records_in,
+            bytes_in,
+            records_out: self.reads.records_out.load(Ordering::Relaxed),
+            bytes_out: self.reads.bytes_out.load(Ordering::Relaxed),
+            start_offset,
+            end_offset,
+            size_bytes,
+            segments,
+            fsyncs: self.syncs.fsyncs.load(Ordering::Relaxed),
+            fsync_time_ns: self.syncs.fsync_ns.load(Ordering::Relaxed),
+            append_latency: self.append_latency.snapshot(),
+        }
     }
 
     /// Reads up to `max` messages from `from`.
@@ -1606,7 +1736,20 @@ impl PartitionLog {
             let keep = out[initial..].partition_point(|m| m.offset < visible_end);
             out.truncate(initial + keep);
         }
-        let read_to = out[initial..].last().map_or(from, |m| m.offset + 1);
+        let returned = &out[initial..];
+        if !returned.is_empty() {
+            let bytes: usize = returned
+                .iter()
+                .map(|m| m.key().map_or(0, <[u8]>::len) + m.value().map_or(0, <[u8]>::len))
+                .sum();
+            self.reads
+                .records_out
+                .fetch_add(returned.len() as u64, Ordering::Relaxed);
+            self.reads
+                .bytes_out
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+        let read_to = returned.last().map_or(from, |m| m.offset + 1);
         Ok(read_to.max(skipped_to).min(visible_end).max(from))
     }
 
@@ -1647,6 +1790,12 @@ impl PartitionLog {
         match read(pos, expect, out) {
             Err(ReadError::IndexMismatch) => {
                 out.truncate(before);
+                tracing::warn!(
+                    topic = %self.topic,
+                    partition = self.partition,
+                    segment = %seg.index_path.display(),
+                    "offset index does not match its segment; rebuilding it"
+                );
                 seg.discard_index_and_rebuild()?;
                 let (pos, expect) = seg.closed_lookup(from)?;
                 read(pos, expect, out).map_err(|e| e.into_error(seg, pos))?;
@@ -2073,6 +2222,80 @@ struct Recovered {
     truncated: bool,
     /// Bytes after the last good batch were kept (`TailMode::KeepDamage`).
     damaged: bool,
+    /// An open batch a killed writer left was resealed.
+    resealed: bool,
+}
+
+/// What opening a partition found and did, for the log (see
+/// [`PartitionLog::open`]).
+#[derive(Debug, Default)]
+struct RecoveryReport {
+    /// The clean-close fast path applied: no segment data was read.
+    clean: bool,
+    /// Segments walked batch by batch (those after the recovery point).
+    scanned: usize,
+    /// Bytes of those segments checked.
+    scanned_bytes: u64,
+    /// An open batch a killed writer left was resealed (same boot).
+    resealed: bool,
+    /// A torn or never-synced tail was cut off.
+    truncated: bool,
+    /// A segment lost its unsynced tail (a power cut), so the log ends there.
+    gap: bool,
+    /// Damage before the active segment was kept for reads to report.
+    damaged: bool,
+    /// Segments after a truncation point that were deleted.
+    dropped_segments: usize,
+}
+
+impl RecoveryReport {
+    fn emit(&self, log: &PartitionLog, hints: OpenHints, took: std::time::Duration) {
+        let (topic, partition) = (&*log.topic, log.partition);
+        if self.clean {
+            tracing::debug!(
+                topic = %topic,
+                partition,
+                took_us = took.as_micros() as u64,
+                "partition opened after a clean close"
+            );
+            return;
+        }
+        let (segments, end_offset) = {
+            let st = log.state.lock();
+            (st.closed.len() + 1, st.next_offset)
+        };
+        tracing::info!(
+            topic = %topic,
+            partition,
+            segments,
+            scanned_segments = self.scanned,
+            scanned_bytes = self.scanned_bytes,
+            recovery_segment = hints.recovery.segment,
+            recovery_position = hints.recovery.position,
+            resealed_open_batch = self.resealed,
+            end_offset,
+            took_us = took.as_micros() as u64,
+            "partition recovered"
+        );
+        if self.truncated || self.gap || self.dropped_segments > 0 {
+            tracing::warn!(
+                topic = %topic,
+                partition,
+                torn_tail_truncated = self.truncated,
+                lost_unsynced_tail = self.gap,
+                segments_deleted = self.dropped_segments,
+                end_offset,
+                "recovery cut the log back: records after the last valid batch were never acknowledged as durable"
+            );
+        }
+        if self.damaged {
+            tracing::warn!(
+                topic = %topic,
+                partition,
+                "recovery found a damaged batch in a closed segment; reads of it will report Error::Corrupt"
+            );
+        }
+    }
 }
 
 /// What recovery does with bytes after a segment's last good batch.
@@ -2102,6 +2325,7 @@ fn recover_segment(seg: &Segment, trusted_end: u64, mode: TailMode) -> Result<Re
         bad,
     } = scan_batches(data, seg.base_offset, trusted_end.min(file_len), seg.gaps);
     let mut truncated = false;
+    let mut resealed = false;
     if bad.is_some() && mode == TailMode::KeepDamage && data[end as usize..].iter().any(|&b| b != 0)
     {
         return Ok(Recovered {
@@ -2110,6 +2334,7 @@ fn recover_segment(seg: &Segment, trusted_end: u64, mode: TailMode) -> Result<Re
             next_offset,
             truncated,
             damaged: true,
+            resealed: false,
         });
     }
     if bad.is_some() {
@@ -2130,6 +2355,7 @@ fn recover_segment(seg: &Segment, trusted_end: u64, mode: TailMode) -> Result<Re
             );
             next_offset = Some(last + 1);
             end += scan.len as u64;
+            resealed = true;
         }
         // What follows is a torn or never-synced tail: zeros, or bytes whose
         // appends were never acknowledged as durable.
@@ -2146,6 +2372,7 @@ fn recover_segment(seg: &Segment, trusted_end: u64, mode: TailMode) -> Result<Re
         next_offset,
         truncated,
         damaged: false,
+        resealed,
     })
 }
 
@@ -2264,6 +2491,7 @@ impl State {
                     a.ensure_allocated(a.write_pos + len)?;
                     a.write_record(parts, body, ts_delta, off_delta as i32, len, ts);
                     self.next_offset += 1;
+                    self.bytes_in += len;
                     return Ok(offset);
                 }
                 self.seal_open();
@@ -2295,6 +2523,7 @@ impl State {
             a.ensure_allocated(a.write_pos + rec_len)?;
             a.write_record(parts, body, ts_delta, 0, rec_len, ts);
             self.next_offset += 1;
+            self.bytes_in += BATCH_HEADER_BYTES as u64 + rec_len;
             return Ok(offset);
         }
     }
@@ -2361,6 +2590,7 @@ impl State {
         open.max_timestamp = max_timestamp;
         a.write_pos += pos as u64;
         self.next_offset = offset;
+        self.bytes_in += pos as u64;
         rest
     }
 
@@ -2466,6 +2696,13 @@ impl State {
         ix.add_time_entry(a.seg.base_offset);
         a.seg.set_closed(a.write_pos, Some(ix.max_timestamp));
         let old = std::mem::replace(&mut self.active, new_active);
+        tracing::debug!(
+            dir = %dir.display(),
+            base_offset = old.seg.base_offset,
+            bytes = old.write_pos,
+            next_base_offset = self.next_offset,
+            "segment rolled"
+        );
         self.unsynced.push(Arc::new(old_file));
         self.closed.push(old.seg);
         self.dir_dirty = true;
