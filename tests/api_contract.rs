@@ -251,6 +251,9 @@ fn the_cluster_api_compiles_and_runs_as_documented() -> brook::Result<()> {
     c.subscribe(&["orders"])?;
     cluster.topic("orders")?;
     cluster.group("g")?;
+    let mut p: brook::Producer = cluster.producer(brook::ProducerConfig::default())?;
+    p.send("orders", brook::Record::new("v").key("k"))?;
+    drop(p);
     let tp = TopicPartition::new("orders", 0);
     let leader: Option<u32> = cluster.leader(&tp);
     let isr: Vec<u32> = cluster.isr(&tp);
