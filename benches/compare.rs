@@ -1199,12 +1199,12 @@ fn svg(sizes: &[usize], series: &[(&str, &str, Vec<f64>)]) -> String {
     ));
     for k in 0..=4 {
         let v = max * k as f64 / 4.0;
+        let (label_x, line_y, line_end) = (left - 6.0, y(v), w - right);
         out.push_str(&format!(
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{v:.0}</text>\n\
-             <line x1=\"{left}\" y1=\"{0}\" x2=\"{}\" y2=\"{0}\" stroke=\"#ddd\"/>\n",
-            left - 6.0,
-            y(v) + 4.0,
-            w - right
+            "<text x=\"{label_x}\" y=\"{}\" text-anchor=\"end\">{v:.0}</text>\n\
+             <line x1=\"{left}\" y1=\"{line_y}\" x2=\"{line_end}\" y2=\"{line_y}\" \
+             stroke=\"#ddd\"/>\n",
+            line_y + 4.0
         ));
     }
     for (i, s) in sizes.iter().enumerate() {
@@ -1229,7 +1229,8 @@ fn svg(sizes: &[usize], series: &[(&str, &str, Vec<f64>)]) -> String {
         ));
     }
     out.push_str(&format!(
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">value size (log scale)</text>\n</svg>\n",
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">value size (bytes, log scale); \
+         MB/s of values appended</text>\n</svg>\n",
         (left + w - right) / 2.0,
         h - 12.0
     ));
