@@ -256,6 +256,26 @@ fn redb_at(dir: &Path) -> Database {
     Database::create(dir.join("events.redb")).unwrap()
 }
 
+/// Appends `txns` transactions of `per_txn` records (key = offset) to
+/// redb without fsync (`Durability::None`, the equivalent of brook's
+/// `SyncPolicy::Never`); returns the records written.
+fn redb_append(db: &Database, txns: u64, per_txn: u64, value: &[u8]) -> u64 {
+    let mut offset = 0;
+    for _ in 0..txns {
+        let mut tx = db.begin_write().unwrap();
+        tx.set_durability(Durability::None).unwrap();
+        {
+            let mut table = tx.open_table(EVENTS).unwrap();
+            for _ in 0..per_txn {
+                table.insert(offset, value).unwrap();
+                offset += 1;
+            }
+        }
+        tx.commit().unwrap();
+    }
+    offset
+}
+
 /// The median of three timed runs of `run` (each given a fresh directory)
 /// after an untimed warm-up; `run` returns the time of its timed part.
 fn median_of_3(mut run: impl FnMut(&Path) -> Duration) -> Duration {
@@ -432,15 +452,7 @@ fn single_appends(size: &Size) -> Row {
         let mut record = keys[0].to_vec();
         record.extend_from_slice(&v);
         let start = Instant::now();
-        for i in 0..size.single_redb {
-            let mut tx = db.begin_write().unwrap();
-            tx.set_durability(Durability::None).unwrap();
-            tx.open_table(EVENTS)
-                .unwrap()
-                .insert(i, record.as_slice())
-                .unwrap();
-            tx.commit().unwrap();
-        }
+        redb_append(&db, size.single_redb, 1, &record);
         start.elapsed()
     });
     let (b, c, r) = (
@@ -497,19 +509,7 @@ fn batched_appends(size: &Size, limits: &Limits) -> Row {
         let mut record = keys[0].to_vec();
         record.extend_from_slice(&v);
         let start = Instant::now();
-        let mut offset = 0u64;
-        for _ in 0..calls / 10 {
-            let mut tx = db.begin_write().unwrap();
-            tx.set_durability(Durability::None).unwrap();
-            {
-                let mut table = tx.open_table(EVENTS).unwrap();
-                for _ in 0..BATCH {
-                    table.insert(offset, record.as_slice()).unwrap();
-                    offset += 1;
-                }
-            }
-            tx.commit().unwrap();
-        }
+        redb_append(&db, calls / 10, BATCH as u64, &record);
         start.elapsed()
     });
     let (b, c, r) = (
@@ -580,15 +580,7 @@ fn big_values(size: &Size, limits: &Limits) -> Row {
     let redb = median_of_3(|dir| {
         let db = redb_at(dir);
         let start = Instant::now();
-        for i in 0..n / 4 {
-            let mut tx = db.begin_write().unwrap();
-            tx.set_durability(Durability::None).unwrap();
-            tx.open_table(EVENTS)
-                .unwrap()
-                .insert(i, v.as_slice())
-                .unwrap();
-            tx.commit().unwrap();
-        }
+        redb_append(&db, n / 4, 1, &v);
         start.elapsed()
     });
     let (b, c, r) = (
@@ -708,20 +700,8 @@ fn reads(size: &Size) -> Vec<Row> {
     let db = redb_at(redb_dir.path());
     let mut record = keys[0].to_vec();
     record.extend_from_slice(&v);
-    let mut offset = 0;
     let chunk = n.min(100_000);
-    for _ in 0..n / chunk {
-        let mut tx = db.begin_write().unwrap();
-        tx.set_durability(Durability::None).unwrap();
-        {
-            let mut table = tx.open_table(EVENTS).unwrap();
-            for _ in 0..chunk {
-                table.insert(offset, record.as_slice()).unwrap();
-                offset += 1;
-            }
-        }
-        tx.commit().unwrap();
-    }
+    let offset = redb_append(&db, n / chunk, chunk, &record);
     let redb_read = median_of_3(|_| {
         let start = Instant::now();
         let tx = db.begin_read().unwrap();
@@ -1144,19 +1124,7 @@ fn throughput_by_size(size: &Size) -> String {
         let r = median_of_3(|dir| {
             let db = redb_at(dir);
             let start = Instant::now();
-            let mut offset = 0;
-            for _ in 0..calls.div_ceil(4) {
-                let mut tx = db.begin_write().unwrap();
-                tx.set_durability(Durability::None).unwrap();
-                {
-                    let mut table = tx.open_table(EVENTS).unwrap();
-                    for _ in 0..batch {
-                        table.insert(offset, v.as_slice()).unwrap();
-                        offset += 1;
-                    }
-                }
-                tx.commit().unwrap();
-            }
+            redb_append(&db, calls.div_ceil(4), batch as u64, &v);
             start.elapsed()
         });
         let redb_bytes = calls.div_ceil(4) * (batch * len) as u64;
