@@ -64,7 +64,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -304,6 +304,10 @@ pub(crate) struct PartitionLog {
     /// Offsets below this are on stable storage.
     durable_offset: AtomicU64,
     sync_lock: Mutex<RecoveryPoint>,
+    /// Group commit: bumped (then waiters woken, all at once) each time an
+    /// fsync through [`sync_to`](Self::sync_to) finishes.
+    sync_done: std::sync::Mutex<u64>,
+    sync_done_cv: std::sync::Condvar,
     /// Offsets below this were compacted (the clean section).
     clean_offset: AtomicU64,
     /// One compaction at a time.
@@ -496,6 +500,8 @@ impl PartitionLog {
             }),
             durable_offset: AtomicU64::new(0),
             sync_lock: Mutex::new(recovery),
+            sync_done: std::sync::Mutex::new(0),
+            sync_done_cv: std::sync::Condvar::new(),
             clean_offset: AtomicU64::new(0),
             cleaner_lock: Mutex::new(()),
             watchers: Mutex::new(Vec::new()),
@@ -1311,10 +1317,36 @@ impl PartitionLog {
 
     /// Makes offsets below `target` durable.
     pub(crate) fn sync_to(&self, target: u64) -> Result<()> {
-        if self.durable_offset.load(Ordering::Acquire) >= target {
-            return Ok(());
+        // Group commit. One caller fsyncs; the others wait for it to
+        // finish — all woken at once, not handed the lock one by one, which
+        // would put a wake-up per waiter between two fsyncs — and return
+        // if it covered them, or take the next fsync themselves.
+        loop {
+            if self.durable_offset.load(Ordering::Acquire) >= target {
+                return Ok(());
+            }
+            let seen = *self.sync_done.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(rp) = self.sync_lock.try_lock() {
+                let result = self.sync_locked(rp, target);
+                *self.sync_done.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                self.sync_done_cv.notify_all();
+                return result;
+            }
+            let done = self.sync_done.lock().unwrap_or_else(|e| e.into_inner());
+            // Bounded: the lock may be held by something other than an
+            // fsync here (a roll, a truncation), which bumps nothing.
+            let _ = self
+                .sync_done_cv
+                .wait_timeout_while(done, Duration::from_millis(1), |d| *d == seen);
         }
-        let mut rp = self.sync_lock.lock();
+    }
+
+    /// The fsync of [`sync_to`](Self::sync_to), under `sync_lock`.
+    fn sync_locked(
+        &self,
+        mut rp: parking_lot::MutexGuard<'_, RecoveryPoint>,
+        target: u64,
+    ) -> Result<()> {
         if self.durable_offset.load(Ordering::Acquire) >= target {
             return Ok(());
         }
