@@ -59,7 +59,9 @@
 //! `state` → `watchers` → a `Notify`'s lock; callers above the
 //! storage (a `Log`'s topic table, the cluster's metadata and partition
 //! locks, the offset and transaction stores) take theirs before any of
-//! these, and storage never calls back into them.
+//! these, and storage never calls back into them. `sync_done`, the
+//! group-commit counter waiters of an fsync sleep on, is taken with no
+//! other lock held.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
