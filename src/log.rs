@@ -48,7 +48,6 @@ use crate::storage::{
     PartitionLog, ProducerSnapshot, ProducerWalk, RecoveryPoint, OPEN_BATCH_LINGER,
 };
 use crate::topic::{validate_topic_name, Topic, TopicInner};
-use crate::txn::ProducerKey;
 use crate::txn::{ProducerIds, TxnHost, TxnStore, TXN_TOPIC};
 
 const TOPICS_FILE: &str = "topics.json";
@@ -622,15 +621,7 @@ impl Log {
     /// A new producer (see [`Producer`]): idempotent by default, with a
     /// producer id never handed out before in this directory.
     pub fn producer(&self, config: ProducerConfig) -> Result<Producer> {
-        self.check_open()?;
-        let s = &self.inner.shared;
-        Producer::open(
-            Box::new(self.clone()),
-            config,
-            &s.producer_ids,
-            &s.txns,
-            &**s,
-        )
+        Producer::open(Box::new(self.clone()), config)
     }
 
     /// Runs a compaction pass over every partition of a compacted topic
@@ -687,30 +678,10 @@ impl ProducerHost for Log {
         Log::topic(self, name)
     }
 
-    fn add_to_transaction(
-        &self,
-        txn_id: &str,
-        producer: ProducerKey,
-        partitions: &[(String, u32)],
-        offsets: &[(String, String, u32, u64)],
-    ) -> Result<()> {
-        self.check_open()?;
-        self.inner
-            .shared
-            .txns
-            .add(txn_id, producer, partitions, offsets)
-    }
-
-    fn end_transaction(
-        &self,
-        txn_id: &str,
-        producer: ProducerKey,
-        commit: bool,
-        retry: bool,
-    ) -> Result<()> {
+    fn coordinator(&self) -> Result<(&TxnStore, &dyn TxnHost)> {
         self.check_open()?;
         let s = &self.inner.shared;
-        s.txns.end(&**s, txn_id, producer, commit, retry)
+        Ok((&s.txns, &**s))
     }
 }
 

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::format::{ProducerBatch, TRANSACTIONAL};
 use crate::record::{Record, RecordMetadata, TopicPartition};
 use crate::topic::Topic;
-use crate::txn::{ProducerIds, ProducerKey, TxnHost, TxnStore};
+use crate::txn::{TxnHost, TxnStore};
 
 /// What a [`Producer`] writes to: a [`Log`](crate::Log) or a
 /// [`Cluster`](crate::Cluster), with its transaction coordinator.
@@ -17,24 +17,10 @@ pub(crate) trait ProducerHost: Send + Sync {
     /// A handle to an existing topic.
     fn topic(&self, name: &str) -> Result<Topic>;
 
-    /// Adds partitions and group offsets to `txn_id`'s transaction.
-    fn add_to_transaction(
-        &self,
-        txn_id: &str,
-        producer: ProducerKey,
-        partitions: &[(String, u32)],
-        offsets: &[(String, String, u32, u64)],
-    ) -> Result<()>;
-
-    /// Commits or aborts `txn_id`'s transaction (`retry`: the producer's
-    /// previous attempt failed).
-    fn end_transaction(
-        &self,
-        txn_id: &str,
-        producer: ProducerKey,
-        commit: bool,
-        retry: bool,
-    ) -> Result<()>;
+    /// The transaction coordinator, and the host it hands out producer
+    /// ids and writes markers and offsets through; [`Error::Closed`] once
+    /// the log or cluster is closed.
+    fn coordinator(&self) -> Result<(&TxnStore, &dyn TxnHost)>;
 }
 
 /// Settings for [`Log::producer`](crate::Log::producer) and
@@ -203,24 +189,19 @@ impl Producer {
     }
 
     /// A new producer on `host`: a fresh producer id, or, with a
-    /// transactional id, its producer initialised by the coordinator
-    /// (`txns`, on `txn_host`), fencing older instances.
-    pub(crate) fn open(
-        host: Box<dyn ProducerHost>,
-        config: ProducerConfig,
-        ids: &ProducerIds,
-        txns: &TxnStore,
-        txn_host: &dyn TxnHost,
-    ) -> Result<Producer> {
-        let Some(txn_id) = config.transactional_id.clone() else {
-            let id = ids.next()?;
-            return Ok(Producer::new(host, config, id, 0));
+    /// transactional id, its producer initialised by the host's
+    /// coordinator, fencing older instances.
+    pub(crate) fn open(host: Box<dyn ProducerHost>, config: ProducerConfig) -> Result<Producer> {
+        let (txns, txn_host) = host.coordinator()?;
+        let (id, epoch) = match config.transactional_id.as_deref() {
+            None => (txn_host.next_producer_id()?, 0),
+            Some("") => return Err(Error::config("transactional_id must not be empty")),
+            Some(txn_id) => {
+                let timeout_ms =
+                    config.transaction_timeout.as_millis().min(u64::MAX as u128) as u64;
+                txns.init_producer(txn_host, txn_id, timeout_ms)?
+            }
         };
-        if txn_id.is_empty() {
-            return Err(Error::config("transactional_id must not be empty"));
-        }
-        let timeout_ms = config.transaction_timeout.as_millis().min(u64::MAX as u128) as u64;
-        let (id, epoch) = txns.init_producer(txn_host, &txn_id, timeout_ms)?;
         Ok(Producer::new(host, config, id, epoch))
     }
 
@@ -274,8 +255,8 @@ impl Producer {
             .iter()
             .map(|(tp, o)| (group.to_owned(), tp.topic.clone(), tp.partition, *o))
             .collect();
-        self.host
-            .add_to_transaction(&id, (self.producer_id, self.epoch), &[], &offsets)
+        let (txns, _) = self.host.coordinator()?;
+        txns.add(&id, (self.producer_id, self.epoch), &[], &offsets)
     }
 
     /// Commits the open transaction: its records become visible to
@@ -303,8 +284,8 @@ impl Producer {
         }
         // Until it succeeds, the transaction takes nothing new.
         let retry = std::mem::replace(&mut self.ending, true);
-        self.host
-            .end_transaction(&id, (self.producer_id, self.epoch), commit, retry)?;
+        let (txns, txn_host) = self.host.coordinator()?;
+        txns.end(txn_host, &id, (self.producer_id, self.epoch), commit, retry)?;
         self.in_transaction = false;
         self.ending = false;
         self.txn_partitions.clear();
@@ -378,12 +359,8 @@ impl Producer {
                     // written, so it can always mark it.
                     let key = (topic.to_owned(), p);
                     if !txn_partitions.contains(&key) {
-                        host.add_to_transaction(
-                            txn_id,
-                            (id, epoch),
-                            std::slice::from_ref(&key),
-                            &[],
-                        )?;
+                        let (txns, _) = host.coordinator()?;
+                        txns.add(txn_id, (id, epoch), std::slice::from_ref(&key), &[])?;
                         txn_partitions.insert(key);
                     }
                 }

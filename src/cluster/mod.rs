@@ -484,15 +484,7 @@ impl Cluster {
     /// cluster's partitions (see the module docs). Its sends are
     /// acknowledged with [`Acks::All`], whatever the topic handle's acks.
     pub fn producer(&self, config: ProducerConfig) -> Result<Producer> {
-        let c = self.c();
-        c.check_open()?;
-        Producer::open(
-            Box::new(self.clone()),
-            config,
-            &c.producer_ids,
-            &c.txns,
-            &**c,
-        )
+        Producer::open(Box::new(self.clone()), config)
     }
 
     /// The admin view of a consumer group.
@@ -1384,27 +1376,10 @@ impl ProducerHost for Cluster {
         Cluster::topic(self, name)
     }
 
-    fn add_to_transaction(
-        &self,
-        txn_id: &str,
-        producer: ProducerKey,
-        partitions: &[(String, u32)],
-        offsets: &[(String, String, u32, u64)],
-    ) -> Result<()> {
-        self.c().check_open()?;
-        self.c().txns.add(txn_id, producer, partitions, offsets)
-    }
-
-    fn end_transaction(
-        &self,
-        txn_id: &str,
-        producer: ProducerKey,
-        commit: bool,
-        retry: bool,
-    ) -> Result<()> {
+    fn coordinator(&self) -> Result<(&TxnStore, &dyn TxnHost)> {
         let c = self.c();
         c.check_open()?;
-        c.txns.end(&**c, txn_id, producer, commit, retry)
+        Ok((&c.txns, &**c))
     }
 }
 
