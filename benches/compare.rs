@@ -241,6 +241,29 @@ fn value(len: usize) -> Vec<u8> {
     (0..len).map(|i| b'a' + (i % 26) as u8).collect()
 }
 
+/// `n` brook records of value `v`, keys cycling through `keys`.
+fn brook_batch(keys: &[[u8; KEY]], v: &[u8], n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record::new(v).key(keys[i % keys.len()]))
+        .collect()
+}
+
+/// `n` brook records of value `v` under distinct 16-digit keys.
+fn numbered_batch(v: &[u8], n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record::new(v).key(format!("{i:016}")))
+        .collect()
+}
+
+/// The same records for commitlog: the key as message metadata.
+fn commitlog_batch(keys: &[[u8; KEY]], v: &[u8], n: usize) -> MessageBuf {
+    let mut buf = MessageBuf::default();
+    for i in 0..n {
+        buf.push_with_metadata(keys[i % keys.len()], v).unwrap();
+    }
+    buf
+}
+
 fn brook_log(dir: &Path, sync: SyncPolicy) -> Log {
     Log::open_with(dir, LogConfig::default().sync(sync)).unwrap()
 }
@@ -449,8 +472,7 @@ fn single_appends(size: &Size) -> Row {
     });
     let redb = median_of_3(|dir| {
         let db = redb_at(dir);
-        let mut record = keys[0].to_vec();
-        record.extend_from_slice(&v);
+        let record = [&keys[0][..], &v].concat();
         let start = Instant::now();
         redb_append(&db, size.single_redb, 1, &record);
         start.elapsed()
@@ -475,9 +497,7 @@ fn single_appends(size: &Size) -> Row {
 fn batched_appends(size: &Size, limits: &Limits) -> Row {
     let keys = keys();
     let v = value(VALUE);
-    let records: Vec<Record> = (0..BATCH)
-        .map(|i| Record::new(v.clone()).key(keys[i % keys.len()]))
-        .collect();
+    let records = brook_batch(&keys, &v, BATCH);
     let calls = size.batched / BATCH as u64;
     let mut brook_bytes = 0;
     let brook = median_of_3(|dir| {
@@ -494,10 +514,7 @@ fn batched_appends(size: &Size, limits: &Limits) -> Row {
     });
     let commitlog = median_of_3(|dir| {
         let mut log = commitlog_at(dir, 1 << 20);
-        let mut buf = MessageBuf::default();
-        for i in 0..BATCH {
-            buf.push_with_metadata(keys[i % keys.len()], &v).unwrap();
-        }
+        let mut buf = commitlog_batch(&keys, &v, BATCH);
         let start = Instant::now();
         for _ in 0..calls {
             black_box(log.append(&mut buf).unwrap());
@@ -506,8 +523,7 @@ fn batched_appends(size: &Size, limits: &Limits) -> Row {
     });
     let redb = median_of_3(|dir| {
         let db = redb_at(dir);
-        let mut record = keys[0].to_vec();
-        record.extend_from_slice(&v);
+        let record = [&keys[0][..], &v].concat();
         let start = Instant::now();
         redb_append(&db, calls / 10, BATCH as u64, &record);
         start.elapsed()
@@ -611,9 +627,7 @@ fn reads(size: &Size) -> Vec<Row> {
     {
         let log = brook_log(brook_dir.path(), SyncPolicy::Never);
         let t = log.create_topic("t", TopicConfig::default()).unwrap();
-        let records: Vec<Record> = (0..BATCH)
-            .map(|i| Record::new(v.clone()).key(keys[i % keys.len()]))
-            .collect();
+        let records = brook_batch(&keys, &v, BATCH);
         for _ in 0..n / BATCH as u64 {
             t.send_batch(&records).unwrap();
         }
@@ -667,10 +681,7 @@ fn reads(size: &Size) -> Vec<Row> {
 
     let cl_dir = tempfile::tempdir().unwrap();
     let mut cl = commitlog_at(cl_dir.path(), 1 << 20);
-    let mut buf = MessageBuf::default();
-    for i in 0..BATCH {
-        buf.push_with_metadata(keys[i % keys.len()], &v).unwrap();
-    }
+    let mut buf = commitlog_batch(&keys, &v, BATCH);
     for _ in 0..n / BATCH as u64 {
         cl.append(&mut buf).unwrap();
     }
@@ -698,8 +709,7 @@ fn reads(size: &Size) -> Vec<Row> {
 
     let redb_dir = tempfile::tempdir().unwrap();
     let db = redb_at(redb_dir.path());
-    let mut record = keys[0].to_vec();
-    record.extend_from_slice(&v);
+    let record = [&keys[0][..], &v].concat();
     let chunk = n.min(100_000);
     let offset = redb_append(&db, n / chunk, chunk, &record);
     let redb_read = median_of_3(|_| {
@@ -791,8 +801,7 @@ fn durable(size: &Size, limits: &Limits) -> Vec<Row> {
     let cl_rate = per_sec(n, start.elapsed());
     let dir = tempfile::tempdir().unwrap();
     let db = redb_at(dir.path());
-    let mut record = keys[0].to_vec();
-    record.extend_from_slice(&v);
+    let record = [&keys[0][..], &v].concat();
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < size.durable {
@@ -930,9 +939,7 @@ fn fill(dir: &Path, bytes: u64, segment: u64) {
         .create_topic("big", TopicConfig::default().segment_bytes(segment))
         .unwrap();
     let v = value(1000);
-    let records: Vec<Record> = (0..BATCH)
-        .map(|i| Record::new(v.clone()).key(format!("{i:016}")))
-        .collect();
+    let records = numbered_batch(&v, BATCH);
     for _ in 0..bytes / (BATCH as u64 * 1024) {
         t.send_batch(&records).unwrap();
     }
@@ -1017,9 +1024,7 @@ fn memory(size: &Size) -> Vec<Row> {
     let log = brook_log(dir.path(), SyncPolicy::Never);
     let t = log.create_topic("t", TopicConfig::default()).unwrap();
     let v = value(1000);
-    let records: Vec<Record> = (0..BATCH)
-        .map(|i| Record::new(v.clone()).key(format!("{i:016}")))
-        .collect();
+    let records = numbered_batch(&v, BATCH);
     let per_call = BATCH as u64 * 1024;
     let calls = size.memory_bytes / per_call;
     // Eight samples over the run.
@@ -1091,9 +1096,7 @@ fn throughput_by_size(size: &Size) -> String {
         let batch = BATCH.min((8 * MIB as usize / len).max(1));
         let calls = (size.by_size_bytes / (batch * len) as u64).max(1);
         let bytes = calls * (batch * len) as u64;
-        let records: Vec<Record> = (0..batch)
-            .map(|i| Record::new(v.clone()).key(format!("{i:016}")))
-            .collect();
+        let records = numbered_batch(&v, batch);
         let b = median_of_3(|dir| {
             let log = brook_log(dir, SyncPolicy::Never);
             let t = log
