@@ -29,7 +29,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use brook::power_loss::{LossMode, Op, Recorder, Rng};
+use brook::power_loss::{History, LossMode, Op, Recorder, Rng};
 use brook::{
     CleanupPolicy, Compression, ConsumerConfig, Log, LogConfig, Record, SyncPolicy, TopicConfig,
     TopicPartition,
@@ -706,16 +706,8 @@ fn acknowledged_data_survives_power_loss_at_any_point_in_every_loss_mode() {
 #[test]
 fn a_lost_tail_before_a_surviving_next_segment_ends_the_log_there() {
     let scratch = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::start(&scratch.path().join("log")).expect("recorder");
-    let log = Log::open_with(rec.dir(), LogConfig::default().cleaner(false)).expect("open");
-    let t = log
-        .create_topic(
-            "t",
-            TopicConfig::default()
-                .max_record_bytes(512)
-                .segment_bytes(2048),
-        )
-        .expect("create");
+    let (rec, log) = recorded_log(scratch.path());
+    let t = log.create_topic("t", small_segments()).expect("create");
     for i in 0..4 {
         t.send(Record::new(vec![b'a' + i; 300])).expect("send");
     }
@@ -777,6 +769,33 @@ fn a_lost_tail_before_a_surviving_next_segment_ends_the_log_there() {
 }
 
 /// Length of `data` without its trailing zeros.
+/// A log recording its file operations under `scratch` (its cleaner off:
+/// the tests compact when they choose).
+fn recorded_log(scratch: &Path) -> (Recorder, Log) {
+    let rec = Recorder::start(&scratch.join("log")).expect("recorder");
+    let log = Log::open_with(rec.dir(), LogConfig::default().cleaner(false)).expect("open");
+    (rec, log)
+}
+
+/// Segments that roll every few 300-byte records.
+fn small_segments() -> TopicConfig {
+    TopicConfig::default()
+        .max_record_bytes(512)
+        .segment_bytes(2048)
+}
+
+/// Reopens the directory a reboot finds after the first `ops` operations
+/// of `history` when everything unsynced is lost (under `scratch/after`).
+fn reopen_without_unsynced(history: &History, ops: usize, scratch: &Path) -> brook::Result<Log> {
+    let mut replay = history.replay();
+    replay.advance_to(ops);
+    let dest = scratch.join("after");
+    replay
+        .materialise(LossMode::DropUnsynced, 0, &dest)
+        .expect("materialise");
+    Log::open_with(&dest, LogConfig::default().cleaner(false))
+}
+
 fn used_len(data: &[u8]) -> usize {
     data.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1)
 }
@@ -788,16 +807,13 @@ fn used_len(data: &[u8]) -> usize {
 #[test]
 fn a_recovery_point_inside_a_since_compacted_segment_still_reopens() {
     let scratch = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::start(&scratch.path().join("log")).expect("recorder");
-    let log = Log::open_with(rec.dir(), LogConfig::default().cleaner(false)).expect("open");
+    let (rec, log) = recorded_log(scratch.path());
     let t = log
         .create_topic(
             "c",
-            TopicConfig::default()
+            small_segments()
                 .cleanup_policy(CleanupPolicy::Compact)
-                .min_cleanable_dirty_ratio(0.0)
-                .max_record_bytes(512)
-                .segment_bytes(2048),
+                .min_cleanable_dirty_ratio(0.0),
         )
         .expect("create");
     for i in 0..4u8 {
@@ -822,13 +838,7 @@ fn a_recovery_point_inside_a_since_compacted_segment_still_reopens() {
     let stats = log.compact_now("c").expect("compact");
     assert!(stats.segments_in > 0, "nothing compacted: {stats:?}");
     let history = rec.history();
-    let mut replay = history.replay();
-    replay.advance_to(history.ops().len());
-    let dest = scratch.path().join("after");
-    replay
-        .materialise(LossMode::DropUnsynced, 0, &dest)
-        .expect("materialise");
-    let after = Log::open_with(&dest, LogConfig::default().cleaner(false))
+    let after = reopen_without_unsynced(&history, history.ops().len(), scratch.path())
         .expect("reopen after compaction rewrote the recovery point's segment");
     let p = after
         .topic("c")
@@ -852,16 +862,13 @@ fn a_recovery_point_inside_a_since_compacted_segment_still_reopens() {
 #[test]
 fn compaction_never_drops_a_synced_record_for_an_unsynced_successor() {
     let scratch = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::start(&scratch.path().join("log")).expect("recorder");
-    let log = Log::open_with(rec.dir(), LogConfig::default().cleaner(false)).expect("open");
+    let (rec, log) = recorded_log(scratch.path());
     let t = log
         .create_topic(
             "c",
-            TopicConfig::default()
+            small_segments()
                 .cleanup_policy(CleanupPolicy::Compact)
-                .min_cleanable_dirty_ratio(0.0)
-                .max_record_bytes(512)
-                .segment_bytes(2048),
+                .min_cleanable_dirty_ratio(0.0),
         )
         .expect("create");
     let p = t.partition(0).expect("partition");
@@ -887,13 +894,7 @@ fn compaction_never_drops_a_synced_record_for_an_unsynced_successor() {
         .position(|op| matches!(op, Op::Unlink { name, .. } if name.ends_with(".log.swap")))
         .expect("a compaction swap")
         + 2;
-    let mut replay = history.replay();
-    replay.advance_to(first_swap_done);
-    let dest = scratch.path().join("after");
-    replay
-        .materialise(LossMode::DropUnsynced, 0, &dest)
-        .expect("materialise");
-    let after = Log::open_with(&dest, LogConfig::default().cleaner(false)).expect("reopen");
+    let after = reopen_without_unsynced(&history, first_swap_done, scratch.path()).expect("reopen");
     let p = after
         .topic("c")
         .expect("topic")
