@@ -16,12 +16,10 @@
 //! `BROOK_CRASH_SEED` replays a run (the seed is printed on failure).
 
 mod common;
-use common::{env_u64, KillOnDrop, Rng};
+use common::{env_u64, spawn_child_test, stdout_lines, Rng};
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use brook::{Error, Log, LogConfig, Record, SyncPolicy, Topic, TopicConfig};
@@ -168,33 +166,15 @@ fn run_child(
     rng: &mut Rng,
     ctx: &str,
 ) -> Vec<(u64, u32, u64)> {
-    let mut child = KillOnDrop(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                CHILD_TEST,
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(DIR_ENV, dir)
-            .env(SYNC_ENV, sync)
-            .env(CYCLE_ENV, cycle.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the child test process"),
+    let mut child = spawn_child_test(
+        CHILD_TEST,
+        &[
+            (DIR_ENV, dir.into()),
+            (SYNC_ENV, sync.into()),
+            (CYCLE_ENV, cycle.to_string().into()),
+        ],
     );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (rx, reader) = stdout_lines(&mut child);
     // One cycle in eight kills the child while it may still be opening
     // (recovering) the log; the others let it append for a while first.
     let early = rng.below(8) == 0;

@@ -61,13 +61,12 @@
 //! also on failure; kill timing is not replayable).
 
 mod common;
-use common::{env_u64, seed, KillOnDrop, Rng};
+use common::{env_u64, seed, spawn_child_test, Rng};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -418,23 +417,14 @@ fn run_child(
     rng: &mut Rng,
     ctx: &str,
 ) -> (Vec<String>, bool) {
-    let mut child = KillOnDrop(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                CHILD_TEST,
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(DIR_ENV, dir)
-            .env(SYNC_ENV, sync)
-            .env(CYCLE_ENV, cycle.to_string())
-            .env(SEED_ENV, seed.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the child test process"),
+    let mut child = spawn_child_test(
+        CHILD_TEST,
+        &[
+            (DIR_ENV, dir.into()),
+            (SYNC_ENV, sync.into()),
+            (CYCLE_ENV, cycle.to_string().into()),
+            (SEED_ENV, seed.to_string().into()),
+        ],
     );
     let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel::<String>();

@@ -16,11 +16,9 @@
 //! `BROOK_EOS_SEED` replays a run (the seed is printed on failure).
 
 mod common;
-use common::{env_u64, seed, KillOnDrop, Rng};
+use common::{env_u64, seed, spawn_child_test, stdout_lines, KillOnDrop, Rng};
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use brook::{
@@ -38,32 +36,11 @@ fn spawn_child(
     dir: &std::path::Path,
     seed: u64,
 ) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
-    let mut child = KillOnDrop(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                CHILD_TEST,
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(DIR_ENV, dir)
-            .env(SEED_ENV, seed.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the child test process"),
+    let mut child = spawn_child_test(
+        CHILD_TEST,
+        &[(DIR_ENV, dir.into()), (SEED_ENV, seed.to_string().into())],
     );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (rx, _reader) = stdout_lines(&mut child);
     (child, rx)
 }
 

@@ -13,11 +13,10 @@
 //! `BROOK_CRASH_SEED` replays a run (the seed is printed on failure).
 
 mod common;
-use common::{env_u64, seed, KillOnDrop, Rng};
+use common::{env_u64, seed, spawn_child_test, stdout_lines, Rng};
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use brook::{ConsumerConfig, Log, LogConfig, OffsetReset, Record, SyncPolicy, TopicConfig};
@@ -52,32 +51,11 @@ fn acknowledged_commits_survive_kill_9() {
     for cycle in 0..cycles {
         let sync = ["never", "interval", "always"][rng.below(3) as usize];
         let delay = Duration::from_millis(20 + rng.below(480));
-        let mut child = KillOnDrop(
-            Command::new(std::env::current_exe().unwrap())
-                .args([
-                    CHILD_TEST,
-                    "--exact",
-                    "--ignored",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(DIR_ENV, dir.path())
-                .env(SYNC_ENV, sync)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn the child test process"),
+        let mut child = spawn_child_test(
+            CHILD_TEST,
+            &[(DIR_ENV, dir.path().into()), (SYNC_ENV, sync.into())],
         );
-        let stdout = child.0.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (rx, reader) = stdout_lines(&mut child);
         // Wait until the child has opened the log, then let it run.
         let started = Instant::now();
         let mut lines = Vec::new();

@@ -3,7 +3,11 @@
 //! of it).
 #![allow(dead_code)]
 
-use std::process::Child;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread::JoinHandle;
 
 /// xorshift64*: small, seedable, good enough for delays and workloads.
 pub struct Rng(pub u64);
@@ -58,4 +62,40 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Runs this test binary again for its `#[ignore]`d test `name` alone, as
+/// a child process with `envs` set, its stdout piped (stderr shared).
+pub fn spawn_child_test(name: &str, envs: &[(&str, OsString)]) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                name,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the child test process"),
+    )
+}
+
+/// The child's stdout, line by line as it comes (the last line too, even
+/// if a kill cut it short), from a thread that ends with the output.
+pub fn stdout_lines(child: &mut KillOnDrop) -> (Receiver<String>, JoinHandle<()>) {
+    let stdout = child.0.stdout.take().expect("stdout piped");
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (rx, reader)
 }
