@@ -753,6 +753,8 @@ fn durable(size: &Size, limits: &Limits) -> Vec<Row> {
     let v = value(VALUE);
     // brook, SyncPolicy::Always: appends from 1, 4 and 16 threads.
     let mut rates = Vec::new();
+    // Appends per fsync and the mean fsync time, from the log's metrics.
+    let mut shares = Vec::new();
     let mut one_thread_latency = Duration::ZERO;
     for threads in [1usize, 4, 16] {
         let dir = tempfile::tempdir().unwrap();
@@ -784,6 +786,13 @@ fn durable(size: &Size, limits: &Limits) -> Vec<Row> {
             one_thread_latency = elapsed / n.max(1) as u32;
         }
         rates.push(per_sec(n, elapsed));
+        let m = log.metrics();
+        let p = m.partition("t", 0).unwrap();
+        shares.push(format!(
+            "{:.1} appends per fsync, fsync {} mean",
+            p.records_in as f64 / p.fsyncs.max(1) as f64,
+            micros(Duration::from_nanos(p.fsync_time_ns / p.fsyncs.max(1)))
+        ));
         log.close().unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
@@ -817,7 +826,12 @@ fn durable(size: &Size, limits: &Limits) -> Vec<Row> {
     let k = |r: f64| format!("{:.1} k/s", r / 1e3);
     vec![
         Row {
-            brook: format!("{} ({} each)", k(rates[0]), micros(one_thread_latency)),
+            brook: format!(
+                "{} ({} each; {})",
+                k(rates[0]),
+                micros(one_thread_latency),
+                shares[0]
+            ),
             // commitlog 0.2's `flush` msyncs its index but never fsyncs the
             // segment: it cannot make an append durable, so no comparison.
             commitlog: format!("{} (`flush` each: does not fsync its data)", k(cl_rate)),
@@ -833,12 +847,12 @@ fn durable(size: &Size, limits: &Limits) -> Vec<Row> {
             )
         },
         Row {
-            brook: k(rates[1]),
+            brook: format!("{} ({})", k(rates[1]), shares[1]),
             ratio: format!("{} one thread", ratio(rates[1], rates[0])),
             ..row("5. durable, 4 threads (group commit)", "")
         },
         Row {
-            brook: k(rates[2]),
+            brook: format!("{} ({})", k(rates[2]), shares[2]),
             ratio: format!("{} one thread", ratio(rates[2], rates[0])),
             ..row("5. durable, 16 threads (group commit)", "≥ 10× one thread")
         },

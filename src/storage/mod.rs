@@ -6,6 +6,7 @@
 //! errors.
 
 mod cleaner;
+mod group_commit;
 mod partition_log;
 mod producers;
 mod segment;

@@ -59,9 +59,9 @@
 //! `state` → `watchers` → a `Notify`'s lock; callers above the
 //! storage (a `Log`'s topic table, the cluster's metadata and partition
 //! locks, the offset and transaction stores) take theirs before any of
-//! these, and storage never calls back into them. `sync_done`, the
-//! group-commit counter waiters of an fsync sleep on, is taken with no
-//! other lock held.
+//! these, and storage never calls back into them. The group-commit round
+//! (`group_commit.rs`), which followers of an fsync sleep on, is taken with
+//! no other lock held, or by an fsync's leader under `sync_lock` alone.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
@@ -71,6 +71,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Condvar, Mutex};
 
 use super::cleaner;
+use super::group_commit::GroupCommit;
 use super::producers::{self, AbortedTxn, Check, ProducerBatch, ProducerSnapshot, ProducerStates};
 use super::segment::{scan_batches, share_region, IndexBuilder, Scan, Segment, SegmentMap};
 use crate::error::{Error, Result};
@@ -306,10 +307,8 @@ pub(crate) struct PartitionLog {
     /// Offsets below this are on stable storage.
     durable_offset: AtomicU64,
     sync_lock: Mutex<RecoveryPoint>,
-    /// Group commit: bumped (then waiters woken, all at once) each time an
-    /// fsync through [`sync_to`](Self::sync_to) finishes.
-    sync_done: std::sync::Mutex<u64>,
-    sync_done_cv: std::sync::Condvar,
+    /// Group commit: the rounds of fsyncs through [`sync_to`](Self::sync_to).
+    group_commit: GroupCommit,
     /// Offsets below this were compacted (the clean section).
     clean_offset: AtomicU64,
     /// One compaction at a time.
@@ -502,8 +501,7 @@ impl PartitionLog {
             }),
             durable_offset: AtomicU64::new(0),
             sync_lock: Mutex::new(recovery),
-            sync_done: std::sync::Mutex::new(0),
-            sync_done_cv: std::sync::Condvar::new(),
+            group_commit: GroupCommit::default(),
             clean_offset: AtomicU64::new(0),
             cleaner_lock: Mutex::new(()),
             watchers: Mutex::new(Vec::new()),
@@ -1319,36 +1317,34 @@ impl PartitionLog {
 
     /// Makes offsets below `target` durable.
     pub(crate) fn sync_to(&self, target: u64) -> Result<()> {
-        // Group commit. One caller fsyncs; the others wait for it to
-        // finish — all woken at once, not handed the lock one by one, which
-        // would put a wake-up per waiter between two fsyncs — and return
-        // if it covered them, or take the next fsync themselves.
+        // Group commit (see `group_commit.rs`): one caller leads an fsync
+        // round; the others wait for it to end and return if it covered
+        // them, or lead the next round themselves.
         loop {
             if self.durable_offset.load(Ordering::Acquire) >= target {
                 return Ok(());
             }
-            let seen = *self.sync_done.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(rp) = self.sync_lock.try_lock() {
-                let result = self.sync_locked(rp, target);
-                *self.sync_done.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                self.sync_done_cv.notify_all();
+            let seen = self.group_commit.current();
+            if let Some(mut rp) = self.sync_lock.try_lock() {
+                if self.durable_offset.load(Ordering::Acquire) >= target {
+                    return Ok(());
+                }
+                self.group_commit.gather();
+                let started = Instant::now();
+                let result = self.sync_locked(&mut rp, target);
+                // Ended before the sync lock is released, so the next
+                // leader gathers a fresh round.
+                self.group_commit.end(started);
                 return result;
             }
-            let done = self.sync_done.lock().unwrap_or_else(|e| e.into_inner());
             // Bounded: the lock may be held by something other than an
-            // fsync here (a roll, a truncation), which bumps nothing.
-            let _ = self
-                .sync_done_cv
-                .wait_timeout_while(done, Duration::from_millis(1), |d| *d == seen);
+            // fsync here (a roll, a truncation), which ends no round.
+            self.group_commit.wait(seen, Duration::from_millis(1));
         }
     }
 
     /// The fsync of [`sync_to`](Self::sync_to), under `sync_lock`.
-    fn sync_locked(
-        &self,
-        mut rp: parking_lot::MutexGuard<'_, RecoveryPoint>,
-        target: u64,
-    ) -> Result<()> {
+    fn sync_locked(&self, rp: &mut RecoveryPoint, target: u64) -> Result<()> {
         if self.durable_offset.load(Ordering::Acquire) >= target {
             return Ok(());
         }
