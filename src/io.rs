@@ -443,6 +443,16 @@ impl DataFile {
     }
 }
 
+/// The size of a memory page.
+pub(crate) fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf only reads its integer argument.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+    })
+}
+
 /// Maps a whole file read-only; `None` if it is empty or missing.
 pub(crate) fn map_read(path: &Path) -> Result<Option<Mmap>> {
     let file = match File::open(path) {

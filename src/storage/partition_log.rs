@@ -73,6 +73,8 @@ use parking_lot::{Condvar, Mutex};
 use super::cleaner;
 use super::group_commit::GroupCommit;
 use super::producers::{self, AbortedTxn, Check, ProducerBatch, ProducerSnapshot, ProducerStates};
+#[cfg(test)]
+use super::segment::RELEASE_CHUNK;
 use super::segment::{scan_batches, share_region, IndexBuilder, Scan, Segment, SegmentMap};
 use crate::error::{Error, Result};
 use crate::format::{
@@ -1807,6 +1809,7 @@ impl PartitionLog {
             Err(_) if seg.is_deleted() => return Ok(false),
             Err(e) => return Err(e),
         };
+        seg.release_behind(&map, pos);
         let before = out.len();
         let mut read = |pos: u64, expect_last: Option<u64>, out: &mut Vec<Message>| {
             let region = Region {
@@ -2692,6 +2695,7 @@ impl State {
             open.max_timestamp,
         );
         a.sealed_end = a.write_pos;
+        a.seg.release_behind(&a.map, a.sealed_end);
     }
 
     /// Closes the active segment and starts a new one at `next_offset`.
@@ -2974,6 +2978,74 @@ mod tests {
             let parts = RecordParts::new(Some(key.as_bytes()), Some(&value), &[]);
             log.append([(parts, 1_000 + i as i64)], |_, _| {}).unwrap();
         }
+    }
+
+    /// Resident bytes of this process's maps of `file` (`/proc/self/smaps`).
+    #[cfg(target_os = "linux")]
+    fn resident_bytes_of(file: &Path) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let name = file.to_str().unwrap();
+        let mut in_file = false;
+        let mut total = 0;
+        for line in smaps.lines() {
+            if let Some(kb) = line.strip_prefix("Rss:") {
+                if in_file {
+                    let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().unwrap();
+                    total += kb * 1024;
+                }
+            } else if line.contains('-') && line.split_whitespace().count() >= 5 {
+                // A mapping's header line: address range, perms, offset,
+                // device, inode, then the path (if any).
+                in_file = line.ends_with(name);
+            }
+        }
+        total
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn writers_and_sequential_readers_keep_a_bounded_part_of_a_segment_mapped() {
+        const MIB: u64 = 1024 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            segment_bytes: 96 * MIB,
+            ..LIMITS
+        };
+        let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
+        let first = log.state.lock().active.seg.log_path.clone();
+        let value = vec![7u8; 64 * 1024];
+        let parts = RecordParts::new(None, Some(&value), &[]);
+        let records = 64 * MIB / value.len() as u64;
+        for _ in 0..records {
+            log.append([(parts, 1_000)], |_, _| {}).unwrap();
+        }
+        let bound = 2 * RELEASE_CHUNK + MIB;
+        let writing = resident_bytes_of(&first);
+        assert!(
+            writing <= bound,
+            "the writer keeps {writing} bytes of 64 MiB mapped (bound {bound})"
+        );
+        // Roll, then read the closed segment back in order.
+        log.roll_now().unwrap();
+        let mut next = 0;
+        let mut total = 0;
+        while next < records {
+            let msgs = log.read(next, 16).unwrap();
+            for m in &msgs {
+                assert_eq!(m.value().unwrap(), &value[..], "offset {}", m.offset());
+            }
+            next = msgs.last().unwrap().offset() + 1;
+            total += msgs.len() as u64;
+        }
+        assert_eq!(total, records);
+        let reading = resident_bytes_of(&first);
+        assert!(
+            reading <= bound,
+            "the reader keeps {reading} bytes of 64 MiB mapped (bound {bound})"
+        );
+        // What was released reads back the same from the page cache.
+        let again = log.read(0, 1).unwrap();
+        assert_eq!(again[0].value().unwrap(), &value[..]);
     }
 
     /// Regression: a read of zero records returned `Ok(vec![])` for any

@@ -31,6 +31,9 @@ use crate::record::ReadRegion;
 pub(crate) const INDEX_INTERVAL_BYTES: u64 = 4096;
 pub(crate) const INDEX_ENTRY_BYTES: usize = 8;
 pub(crate) const TIME_INDEX_ENTRY_BYTES: usize = 12;
+/// How far behind a sequential writer or reader its map's pages are
+/// released (see [`Segment::release_behind`]).
+pub(crate) const RELEASE_CHUNK: u64 = 8 * 1024 * 1024;
 
 /// File name of a segment file: 20-digit zero-padded base offset.
 pub(crate) fn file_name(base_offset: u64, ext: &str) -> String {
@@ -54,6 +57,43 @@ impl SegmentMap {
             SegmentMap::Raw(m) => m.as_ptr(),
             SegmentMap::Read(m) => m.as_ptr(),
             SegmentMap::Heap(b) => b.as_ptr(),
+        }
+    }
+
+    /// Drops this process's page-table entries for the whole pages in
+    /// `start..end` (see [`Segment::release_behind`]); the bytes stay in the
+    /// page cache and read the same when touched again.
+    fn release(&self, start: u64, end: u64) {
+        let page = io::page_size() as u64;
+        let (start, end) = (start.next_multiple_of(page), end / page * page);
+        if start >= end {
+            return;
+        }
+        let (start, len) = (start as usize, (end - start) as usize);
+        // SAFETY: MADV_DONTNEED on a shared, file-backed mapping (both maps
+        // below are `MAP_SHARED` of the segment's file) only unmaps pages:
+        // their contents stay in the page cache, dirty pages stay dirty
+        // (the kernel moves the dirty bit to the page as it unmaps it), and
+        // the next access faults the same bytes back in. So no byte that a
+        // reference into the map (a `Message`, the writer's window) may
+        // point at changes, and the range is within the mapping (`end` is at
+        // most a position inside the file the caller read or wrote). The
+        // danger of DONTNEED, zero-filled pages, concerns private and
+        // anonymous mappings only.
+        let result = unsafe {
+            match self {
+                SegmentMap::Raw(m) => {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
+                }
+                SegmentMap::Read(m) => {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
+                }
+                SegmentMap::Heap(_) => Ok(()),
+            }
+        };
+        // Only memory use depends on it: nothing to report.
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "madvise(MADV_DONTNEED) of a segment map failed");
         }
     }
 
@@ -431,6 +471,10 @@ pub(crate) struct Segment {
     /// by this process.
     verified_from: AtomicU64,
     deleted: AtomicBool,
+    /// Pages of the current map (the writer's while active, then the
+    /// closed one's) below this position were released (see
+    /// [`release_behind`](Self::release_behind)).
+    released: AtomicU64,
     map: Mutex<Option<Arc<SegmentMap>>>,
     index: Mutex<Option<Arc<ClosedIndex>>>,
 }
@@ -448,6 +492,7 @@ impl Segment {
             verified_prefix: AtomicU64::new(0),
             verified_from: AtomicU64::new(u64::MAX),
             deleted: AtomicBool::new(false),
+            released: AtomicU64::new(0),
             map: Mutex::new(None),
             index: Mutex::new(None),
         }
@@ -490,6 +535,32 @@ impl Segment {
             self.max_timestamp.store(ts, Ordering::Release);
         }
         *self.map.lock() = None;
+        // The closed map, mapped on first read, starts with nothing mapped.
+        self.released.store(0, Ordering::Release);
+    }
+
+    /// Keeps the memory a sequential writer or reader of `map` holds
+    /// bounded: once `pos` is [`RELEASE_CHUNK`] past the last release plus
+    /// one chunk, the pages from there to a chunk before `pos` are unmapped
+    /// from this process (they stay in the page cache, so the kernel still
+    /// writes them back and a later read finds them there; only the
+    /// process's resident size stops growing with the data it has
+    /// touched). The chunk just behind `pos` stays mapped for readers
+    /// tailing it. A reader far behind the furthest one maps what it reads
+    /// back in, and those pages stay until the map is dropped.
+    pub(crate) fn release_behind(&self, map: &SegmentMap, pos: u64) {
+        let done = self.released.load(Ordering::Acquire);
+        if pos < done + 2 * RELEASE_CHUNK {
+            return;
+        }
+        let upto = pos - RELEASE_CHUNK;
+        if self
+            .released
+            .compare_exchange(done, upto, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            map.release(done, upto);
+        }
     }
 
     pub(crate) fn set_verified_from(&self, pos: u64) {
