@@ -449,6 +449,53 @@ impl<'a> RecordParts<'a> {
     }
 }
 
+impl<'a> RecordParts<'a> {
+    /// The record as [`encode_body`](Self::encode_body) writes it, in three
+    /// pieces, so that a large value can be written from where it lies:
+    /// `head` is set to the length, attributes, deltas, key and the value's
+    /// length, `tail` to the header count and headers, and the value (empty
+    /// for a null one) comes between them.
+    pub(crate) fn encode_pieces(
+        &self,
+        timestamp_delta: i64,
+        offset_delta: i32,
+        head: &mut Vec<u8>,
+        tail: &mut Vec<u8>,
+    ) -> &'a [u8] {
+        let body = self.body_len(timestamp_delta, offset_delta);
+        let value = self.value.unwrap_or(&[]);
+        let value_len = match self.value {
+            None => -1,
+            Some(v) => v.len() as i64,
+        };
+        let head_len = varint_len(body as i64)
+            + 1
+            + varint_len(timestamp_delta)
+            + varint_len(offset_delta as i64)
+            + opt_len(self.key)
+            + varint_len(value_len);
+        head.clear();
+        head.resize(head_len, 0);
+        let mut p = write_varint(head, 0, body as i64);
+        p += 1; // attributes: 0
+        p = write_varint(head, p, timestamp_delta);
+        p = write_varint(head, p, offset_delta as i64);
+        p = put_opt(head, p, self.key);
+        p = write_varint(head, p, value_len);
+        debug_assert_eq!(p, head_len);
+        let tail_len = varint_len(body as i64) + body - head_len - value.len();
+        tail.clear();
+        tail.resize(tail_len, 0);
+        let mut p = write_varint(tail, 0, self.headers.len() as i64);
+        for (name, v) in self.headers {
+            p = put_opt(tail, p, Some(name.as_bytes()));
+            p = put_opt(tail, p, Some(v));
+        }
+        debug_assert_eq!(p, tail_len);
+        value
+    }
+}
+
 impl RecordParts<'_> {
     /// Writes the record at the start of `dst` if it fits there, and
     /// returns its length (what [`encoded_len`](Self::encoded_len) gives);
@@ -681,12 +728,27 @@ pub(crate) fn seal_header(
     max_timestamp: i64,
     count: i32,
 ) {
-    let len = BATCH_HEADER_BYTES + records.len();
+    seal_header_pieces(header, &[records], last_offset_delta, max_timestamp, count);
+}
+
+/// [`seal_header`] for records that lie in several pieces, in order.
+pub(crate) fn seal_header_pieces(
+    header: &mut [u8],
+    records: &[&[u8]],
+    last_offset_delta: i32,
+    max_timestamp: i64,
+    count: i32,
+) {
+    let len = BATCH_HEADER_BYTES + records.iter().map(|r| r.len()).sum::<usize>();
     put_i32(header, BATCH_LENGTH, (len - LOG_OVERHEAD) as i32);
     put_i32(header, LAST_OFFSET_DELTA, last_offset_delta);
     put_i64(header, MAX_TIMESTAMP, max_timestamp);
     put_i32(header, RECORDS_COUNT, count);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[ATTRIBUTES..]), records);
+    let crc = records
+        .iter()
+        .fold(crc32c::crc32c(&header[ATTRIBUTES..]), |crc, r| {
+            crc32c::crc32c_append(crc, r)
+        });
     put_i32(header, CRC, crc as i32);
 }
 
@@ -994,6 +1056,55 @@ mod tests {
             .collect();
             assert_eq!(hs.len(), if i % 2 == 0 { 1 } else { 0 });
             pos = r.end;
+        }
+    }
+
+    #[test]
+    fn a_record_in_pieces_is_the_record_in_one_and_seals_the_same() {
+        let headers = vec![
+            ("trace".to_string(), Bytes::from_static(b"42")),
+            ("empty".to_string(), Bytes::new()),
+        ];
+        let big = vec![9u8; 70_000];
+        type Case<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, &'a [(String, Bytes)]);
+        let cases: [Case<'_>; 5] = [
+            (Some(b"key"), Some(&big), &headers),
+            (None, Some(&big), &[]),
+            (Some(&big), None, &headers),
+            (None, None, &[]),
+            (Some(b""), Some(b"v"), &headers),
+        ];
+        let (mut head, mut tail) = (Vec::new(), Vec::new());
+        for (i, (k, v, h)) in cases.into_iter().enumerate() {
+            for (ts_delta, off_delta) in [(0, 0), (-1, 7), (1 << 40, i32::MAX)] {
+                let parts = RecordParts::new(k, v, h);
+                let mut whole = vec![0u8; parts.encoded_len(ts_delta, off_delta)];
+                let n = parts.encode(&mut whole, ts_delta, off_delta);
+                assert_eq!(n, whole.len());
+                let value = parts.encode_pieces(ts_delta, off_delta, &mut head, &mut tail);
+                let joined = [&head[..], value, &tail[..]].concat();
+                assert_eq!(joined, whole, "case {i}, deltas {ts_delta} {off_delta}");
+
+                let mut one = [0u8; BATCH_HEADER_BYTES];
+                let mut pieces = [0u8; BATCH_HEADER_BYTES];
+                for h in [&mut one, &mut pieces] {
+                    write_open_header(
+                        h,
+                        NewBatch {
+                            base_offset: 5,
+                            base_timestamp: 1,
+                            leader_epoch: 3,
+                            producer: None,
+                        },
+                    );
+                }
+                seal_header(&mut one, &whole, 0, 9, 1);
+                seal_header_pieces(&mut pieces, &[&head, value, &tail], 0, 9, 1);
+                assert_eq!(one, pieces);
+                if off_delta == 0 {
+                    validate_batch(&[&one[..], &whole].concat()).unwrap();
+                }
+            }
         }
     }
 

@@ -74,7 +74,7 @@ use super::cleaner;
 use super::group_commit::GroupCommit;
 use super::producers::{self, AbortedTxn, Check, ProducerBatch, ProducerSnapshot, ProducerStates};
 #[cfg(test)]
-use super::segment::RELEASE_CHUNK;
+use super::segment::{self, RELEASE_CHUNK};
 use super::segment::{scan_batches, share_region, IndexBuilder, Scan, Segment, SegmentMap};
 use crate::error::{Error, Result};
 use crate::format::{
@@ -90,6 +90,10 @@ mod replica;
 /// An open batch is sealed once it holds this many bytes (Kafka's default
 /// producer `batch.size`).
 pub(crate) const BATCH_TARGET_BYTES: u64 = 16 * 1024;
+
+/// A record whose batch would take more than this is written with `pwrite`
+/// as a batch of its own (see `State::append_alone`).
+const LARGE_RECORD_BYTES: u64 = 64 * 1024;
 
 /// A compressed topic's partition keeps here a copy of the batch being
 /// compressed in place (see `Active::compress_sealed`).
@@ -2546,6 +2550,10 @@ impl State {
             }
             let a = &mut self.active;
             a.ensure_allocated(a.write_pos + len)?;
+            if len > LARGE_RECORD_BYTES && producer.is_none() {
+                return self.append_alone(parts, ts, epoch);
+            }
+            let a = &mut self.active;
             a.open_batch(offset, ts, producer, epoch);
             // The loop appends the record to the new batch; a first record
             // always fits (segment_bytes >= max record + header).
@@ -2683,19 +2691,84 @@ impl State {
         let control = open
             .producer
             .is_some_and(|p| p.attributes & format::CONTROL != 0);
-        if self.compression != Compression::None && !control {
-            a.compress_sealed(open.start, self.compression);
-        }
         let last = open.base_offset + open.count as u64 - 1;
+        self.finish_batch(open.start, last, open.max_timestamp, control);
+    }
+
+    /// What follows the sealing of the batch at `start..write_pos` (last
+    /// offset `last`): compression in place, the index entries, and
+    /// publishing it to readers.
+    fn finish_batch(&mut self, start: u64, last: u64, max_timestamp: i64, control: bool) {
+        let a = &mut self.active;
+        if self.compression != Compression::None && !control {
+            a.compress_sealed(start, self.compression);
+        }
         a.ix.add_batch(
             a.seg.base_offset,
-            open.start,
-            a.write_pos - open.start,
+            start,
+            a.write_pos - start,
             last,
-            open.max_timestamp,
+            max_timestamp,
         );
         a.sealed_end = a.write_pos;
         a.seg.release_behind(&a.map, a.sealed_end);
+    }
+
+    /// Appends a record larger than [`LARGE_RECORD_BYTES`] as a sealed
+    /// batch of its own, written with `pwrite` from the caller's buffers
+    /// rather than copied through the map: a copy into fresh pages of a
+    /// shared map costs a fault, a zero-fill and a page-mkwrite per page,
+    /// where `pwrite` fills the page cache directly (1 MiB values: see
+    /// README "Performance"). The open batch is sealed and the bytes
+    /// allocated by the caller; `leader_epoch` is the batch's.
+    ///
+    /// The value and headers are written first and the batch header last,
+    /// so a process killed in between leaves zeros where the header goes,
+    /// which recovery reads as the end of the log. A failed write makes
+    /// the partition read-only (the bytes after the log's end may then be
+    /// neither zeros nor a batch).
+    #[cold]
+    fn append_alone(&mut self, parts: RecordParts<'_>, ts: i64, leader_epoch: i32) -> Result<u64> {
+        debug_assert!(self.active.open.is_none());
+        let offset = self.next_offset;
+        let a = &mut self.active;
+        let start = a.write_pos;
+        let mut header = [0u8; BATCH_HEADER_BYTES];
+        format::write_open_header(
+            &mut header,
+            NewBatch {
+                base_offset: offset,
+                base_timestamp: ts,
+                leader_epoch,
+                producer: None,
+            },
+        );
+        let (mut head, mut tail) = (Vec::new(), Vec::new());
+        let value = parts.encode_pieces(0, 0, &mut head, &mut tail);
+        format::seal_header_pieces(&mut header, &[&head, value, &tail], 0, ts, 1);
+        let len = (BATCH_HEADER_BYTES + head.len() + value.len() + tail.len()) as u64;
+        let value_at = start + (BATCH_HEADER_BYTES + head.len()) as u64;
+        let path = &a.seg.log_path;
+        let written = DataFile::open(path, false).and_then(|file| {
+            file.write_all_at(value, value_at)?;
+            file.write_all_at(&tail, value_at + value.len() as u64)?;
+            head.splice(0..0, header);
+            file.write_all_at(&head, start)
+        });
+        if let Err(e) = written {
+            tracing::error!(
+                file = %path.display(),
+                error = %e,
+                "a write failed: the partition is read-only from now on"
+            );
+            self.failed = Some((path.clone(), e.to_string()));
+            return Err(e);
+        }
+        a.write_pos += len;
+        self.next_offset += 1;
+        self.bytes_in += len;
+        self.finish_batch(start, offset, ts, false);
+        Ok(offset)
     }
 
     /// Closes the active segment and starts a new one at `next_offset`.
@@ -3268,6 +3341,153 @@ mod tests {
             assert_eq!(m[0].offset(), from);
             assert!(m.len() <= 7);
         }
+    }
+
+    /// Record `i` of [`append_mixed`]: key, value and headers.
+    fn mixed_record(i: usize, len: usize) -> (String, Vec<u8>, Vec<(String, Bytes)>) {
+        let headers = match i % 2 {
+            0 => Vec::new(),
+            _ => vec![("h".to_string(), Bytes::from(vec![i as u8; i]))],
+        };
+        (format!("key-{i}"), vec![(i % 251) as u8; len], headers)
+    }
+
+    /// Appends records of the given value sizes (small ones coalescing,
+    /// large ones written alone), numbered from `from`.
+    fn append_mixed(log: &PartitionLog, from: usize, sizes: &[usize]) {
+        for (i, &len) in sizes.iter().enumerate() {
+            let (key, value, headers) = mixed_record(from + i, len);
+            let parts = RecordParts::new(Some(key.as_bytes()), Some(&value), &headers);
+            let offset = log
+                .append([(parts, 1_000 + (from + i) as i64)], |_, _| {})
+                .unwrap();
+            assert_eq!(offset, (from + i + 1) as u64);
+        }
+    }
+
+    fn check_mixed(log: &PartitionLog, sizes: &[usize]) {
+        assert_eq!(log.end_offset(), sizes.len() as u64, "end offset");
+        let msgs = log.read(0, usize::MAX).unwrap();
+        assert_eq!(msgs.len(), sizes.len(), "records read back");
+        for (i, m) in msgs.iter().enumerate() {
+            let (key, value, headers) = mixed_record(i, sizes[i]);
+            assert_eq!(m.offset(), i as u64);
+            assert_eq!(m.key(), Some(key.as_bytes()));
+            assert!(m.value() == Some(&value[..]), "value of {i}");
+            assert_eq!(m.timestamp(), 1_000 + i as i64);
+            let got: Vec<_> = m
+                .headers()
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect();
+            let want: Vec<_> = headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_vec()))
+                .collect();
+            assert_eq!(got, want, "headers of {i}");
+        }
+    }
+
+    #[test]
+    fn large_records_are_batches_of_their_own_and_survive_a_kill() {
+        large_records_round_trip(Compression::None);
+    }
+
+    #[cfg(feature = "lz4")]
+    #[test]
+    fn large_records_of_a_compressed_topic_are_compressed_in_place() {
+        large_records_round_trip(Compression::Lz4);
+    }
+
+    fn large_records_round_trip(compression: Compression) {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            segment_bytes: 4 << 20,
+            compression,
+            ..LIMITS
+        };
+        let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
+        let limit = LARGE_RECORD_BYTES as usize;
+        let sizes = [
+            10,
+            limit + 1,
+            10,
+            10,
+            limit - 200,
+            limit - 40,
+            200_000,
+            1_000_000,
+            10,
+            3 * limit,
+        ];
+        append_mixed(&log, 0, &sizes);
+        check_mixed(&log, &sizes);
+        // Dropped without close, as kill -9 leaves it.
+        drop(log);
+        let log = reopen_with(dir.path(), limits);
+        check_mixed(&log, &sizes);
+        let more = [limit * 2, 5];
+        append_mixed(&log, sizes.len(), &more);
+        log.close().unwrap();
+        let all = [&sizes[..], &more].concat();
+        let log = reopen_with(dir.path(), limits);
+        check_mixed(&log, &all);
+
+        // Every batch is valid; a record larger than the limit is a batch
+        // of its own, and small records next to each other share one.
+        let path = log.state.lock().active.seg.log_path.clone();
+        let data = std::fs::read(path).unwrap();
+        let mut batches = Vec::new();
+        let scan = segment::scan_batches_with(&data, 0, 0, false, |_, h, _| {
+            batches.push((h.base_offset as usize, h.records_count as usize));
+        });
+        assert_eq!(
+            (scan.end, scan.bad),
+            (data.len() as u64, None),
+            "all batches"
+        );
+        for (i, &len) in all.iter().enumerate() {
+            if len > limit {
+                assert!(batches.contains(&(i, 1)), "record {i} ({len} bytes) alone");
+            }
+        }
+        assert!(
+            batches.contains(&(2, 2)),
+            "records 2 and 3 share a batch: {batches:?}"
+        );
+        if compression != Compression::None {
+            let packed: usize = all.iter().sum::<usize>() / 10;
+            assert!(data.len() < packed, "compressed: {} bytes", data.len());
+        }
+    }
+
+    #[test]
+    fn a_large_record_killed_before_its_header_was_written_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            segment_bytes: 4 << 20,
+            ..LIMITS
+        };
+        let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
+        let sizes = [10, 100_000, 10];
+        append_mixed(&log, 0, &sizes);
+        log.flush().unwrap();
+        // What `append_alone` leaves when the process dies after writing a
+        // value and before the batch header: bytes after the log's end, and
+        // zeros where the header goes.
+        let (path, end) = {
+            let st = log.state.lock();
+            (st.active.seg.log_path.clone(), st.active.write_pos)
+        };
+        drop(log);
+        let file = DataFile::open(&path, false).unwrap();
+        file.write_all_at(&[0xAB; 90_000], end + BATCH_HEADER_BYTES as u64 + 4)
+            .unwrap();
+        drop(file);
+        let log = reopen_with(dir.path(), limits);
+        check_mixed(&log, &sizes);
+        let more = [200_000, 10];
+        append_mixed(&log, sizes.len(), &more);
+        check_mixed(&log, &[&sizes[..], &more].concat());
     }
 
     #[test]
