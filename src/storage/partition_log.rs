@@ -1839,6 +1839,12 @@ impl PartitionLog {
             }
             other => other.map_err(|e| e.into_error(seg, pos))?,
         }
+        if out.last().is_some_and(|m| m.offset() + 1 >= limit) {
+            // The reader is done with this segment: none of it stays
+            // mapped (what `release_behind` keeps behind a reader would
+            // otherwise stay, segment after segment).
+            seg.release_all(&map);
+        }
         Ok(true)
     }
 
@@ -3086,7 +3092,9 @@ mod tests {
         };
         let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
         let first = log.state.lock().active.seg.log_path.clone();
-        let value = vec![7u8; 64 * 1024];
+        // Small enough to be written through the map (larger records are
+        // written with pwrite and never map the writer's pages).
+        let value = vec![7u8; 4096];
         let parts = RecordParts::new(None, Some(&value), &[]);
         let records = 64 * MIB / value.len() as u64;
         for _ in 0..records {
@@ -3113,8 +3121,18 @@ mod tests {
         assert_eq!(total, records);
         let reading = resident_bytes_of(&first);
         assert!(
-            reading <= bound,
-            "the reader keeps {reading} bytes of 64 MiB mapped (bound {bound})"
+            reading <= MIB,
+            "a reader done with the segment keeps {reading} bytes of it mapped"
+        );
+        // Half way through, it keeps the chunks behind it.
+        let mut next = 0;
+        while next < records / 2 {
+            next = log.read(next, 16).unwrap().last().unwrap().offset() + 1;
+        }
+        let half = resident_bytes_of(&first);
+        assert!(
+            half <= bound,
+            "the reader keeps {half} bytes of 64 MiB mapped (bound {bound})"
         );
         // What was released reads back the same from the page cache.
         let again = log.read(0, 1).unwrap();

@@ -563,6 +563,15 @@ impl Segment {
         }
     }
 
+    /// Releases every page of a closed segment's `map` (see
+    /// [`release_behind`](Self::release_behind)), for a reader that read
+    /// to its end. The next sequential reader releases from the start
+    /// again.
+    pub(crate) fn release_all(&self, map: &SegmentMap) {
+        map.release(0, self.closed_len());
+        self.released.store(0, Ordering::Release);
+    }
+
     pub(crate) fn set_verified_from(&self, pos: u64) {
         self.verified_from.store(pos, Ordering::Release);
     }
