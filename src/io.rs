@@ -533,6 +533,21 @@ pub(crate) mod faults {
     }
 
     thread_local! {
+        static CRASH_LARGE_WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Makes the next record written alone (over 64 KiB) on this thread
+    /// stop after its value and headers, before its batch header, as a
+    /// process killed there would.
+    pub(crate) fn crash_next_large_write() {
+        CRASH_LARGE_WRITE.with(|c| c.set(true));
+    }
+
+    pub(crate) fn large_write_crash_due() -> bool {
+        CRASH_LARGE_WRITE.with(|c| c.replace(false))
+    }
+
+    thread_local! {
         static FAIL_OPEN: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     }
 

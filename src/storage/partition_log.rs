@@ -1824,7 +1824,7 @@ impl PartitionLog {
             };
             self.read_region(seg, &map, region, from, max, txn, skipped_to, out)
         };
-        match read(pos, expect, out) {
+        let to_end = match read(pos, expect, out) {
             Err(ReadError::IndexMismatch) => {
                 out.truncate(before);
                 tracing::warn!(
@@ -1835,11 +1835,11 @@ impl PartitionLog {
                 );
                 seg.discard_index_and_rebuild()?;
                 let (pos, expect) = seg.closed_lookup(from)?;
-                read(pos, expect, out).map_err(|e| e.into_error(seg, pos))?;
+                read(pos, expect, out).map_err(|e| e.into_error(seg, pos))?
             }
             other => other.map_err(|e| e.into_error(seg, pos))?,
-        }
-        if out.last().is_some_and(|m| m.offset() + 1 >= limit) {
+        };
+        if to_end {
             // The reader is done with this segment: none of it stays
             // mapped (what `release_behind` keeps behind a reader would
             // otherwise stay, segment after segment).
@@ -1852,7 +1852,7 @@ impl PartitionLog {
     /// pushing messages with offsets `>= from` until `out` holds `max`.
     /// Transaction markers are skipped, and with `txn` (a `read_committed`
     /// read) batches of those aborted transactions too; `skipped_to` moves
-    /// past what was skipped.
+    /// past what was skipped. Returns whether it got to the region's end.
     #[allow(clippy::too_many_arguments)]
     fn read_region(
         &self,
@@ -1864,7 +1864,7 @@ impl PartitionLog {
         txn: Option<&[AbortedTxn]>,
         skipped_to: &mut u64,
         out: &mut Vec<Message>,
-    ) -> std::result::Result<(), ReadError> {
+    ) -> std::result::Result<bool, ReadError> {
         let Region {
             start,
             end,
@@ -1872,7 +1872,7 @@ impl PartitionLog {
             limit_offset,
         } = region;
         if start >= end {
-            return Ok(());
+            return Ok(true);
         }
         // Offsets are not covered by the CRC: check that each batch follows
         // the previous one and stays below the segment's end.
@@ -1952,7 +1952,7 @@ impl PartitionLog {
             }
             pos += len;
         }
-        Ok(())
+        Ok(pos >= bytes.len())
     }
 
     fn read_open(
@@ -2755,12 +2755,24 @@ impl State {
         let len = (BATCH_HEADER_BYTES + head.len() + value.len() + tail.len()) as u64;
         let value_at = start + (BATCH_HEADER_BYTES + head.len()) as u64;
         let path = &a.seg.log_path;
-        let written = DataFile::open(path, false).and_then(|file| {
+        // Failing to open (no descriptor left) writes nothing: a plain,
+        // retryable error.
+        let file = DataFile::open(path, false)?;
+        let written = (|| {
             file.write_all_at(value, value_at)?;
             file.write_all_at(&tail, value_at + value.len() as u64)?;
+            #[cfg(test)]
+            if io::faults::large_write_crash_due() {
+                // The process "dies" here; the test drops this state unused.
+                return Err(Error::io(
+                    "write",
+                    path,
+                    std::io::Error::other("killed before the batch header"),
+                ));
+            }
             head.splice(0..0, header);
             file.write_all_at(&head, start)
-        });
+        })();
         if let Err(e) = written {
             tracing::error!(
                 file = %path.display(),
@@ -3106,8 +3118,10 @@ mod tests {
             writing <= bound,
             "the writer keeps {writing} bytes of 64 MiB mapped (bound {bound})"
         );
-        // Roll, then read the closed segment back in order.
+        // Roll, then read the closed segment back in order, holding on
+        // to a message from its start.
         log.roll_now().unwrap();
+        let held = log.read(0, 1).unwrap();
         let mut next = 0;
         let mut total = 0;
         while next < records {
@@ -3134,9 +3148,11 @@ mod tests {
             half <= bound,
             "the reader keeps {half} bytes of 64 MiB mapped (bound {bound})"
         );
-        // What was released reads back the same from the page cache.
+        // What was released reads back the same from the page cache, also
+        // through a message that pointed there all along.
         let again = log.read(0, 1).unwrap();
         assert_eq!(again[0].value().unwrap(), &value[..]);
+        assert_eq!(held[0].value().unwrap(), &value[..]);
     }
 
     /// Regression: a read of zero records returned `Ok(vec![])` for any
@@ -3488,19 +3504,24 @@ mod tests {
         let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
         let sizes = [10, 100_000, 10];
         append_mixed(&log, 0, &sizes);
-        log.flush().unwrap();
-        // What `append_alone` leaves when the process dies after writing a
-        // value and before the batch header: bytes after the log's end, and
-        // zeros where the header goes.
+        // The process dies after `append_alone` wrote a value and headers,
+        // before the batch header.
         let (path, end) = {
             let st = log.state.lock();
             (st.active.seg.log_path.clone(), st.active.write_pos)
         };
+        io::faults::crash_next_large_write();
+        let (key, value, headers) = mixed_record(sizes.len(), 150_000);
+        let parts = RecordParts::new(Some(key.as_bytes()), Some(&value), &headers);
+        assert!(log.append([(parts, 5)], |_, _| {}).is_err());
         drop(log);
-        let file = DataFile::open(&path, false).unwrap();
-        file.write_all_at(&[0xAB; 90_000], end + BATCH_HEADER_BYTES as u64 + 4)
-            .unwrap();
-        drop(file);
+        let data = std::fs::read(&path).unwrap();
+        let after = &data[end as usize..];
+        assert!(
+            after[..BATCH_HEADER_BYTES].iter().all(|&b| b == 0)
+                && after.windows(4).any(|w| w == [sizes.len() as u8; 4]),
+            "the value is on disk after the log's end, with no header before it"
+        );
         let log = reopen_with(dir.path(), limits);
         check_mixed(&log, &sizes);
         let more = [200_000, 10];

@@ -65,6 +65,14 @@ impl SegmentMap {
     /// page cache and read the same when touched again.
     fn release(&self, start: u64, end: u64) {
         let page = io::page_size() as u64;
+        let mapped = match self {
+            SegmentMap::Raw(m) => m.len(),
+            SegmentMap::Read(m) => m.len(),
+            SegmentMap::Heap(_) => 0,
+        } as u64;
+        // Never past the map, whatever the caller passes: DONTNEED over a
+        // neighbouring anonymous mapping would zero it.
+        let end = end.min(mapped);
         let (start, end) = (start.next_multiple_of(page), end / page * page);
         if start >= end {
             return;
@@ -553,7 +561,9 @@ impl Segment {
         if pos < done + 2 * RELEASE_CHUNK {
             return;
         }
-        let upto = pos - RELEASE_CHUNK;
+        // Page-aligned, so the next release starts where this one ended.
+        let page = io::page_size() as u64;
+        let upto = (pos - RELEASE_CHUNK) / page * page;
         if self
             .released
             .compare_exchange(done, upto, Ordering::AcqRel, Ordering::Acquire)
