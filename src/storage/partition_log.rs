@@ -12,6 +12,19 @@
 //! cache and a few stores, no system call, and on disk a record costs its
 //! own ~126 bytes plus 61 header bytes shared by the whole batch.
 //!
+//! A record whose batch would exceed `LARGE_RECORD_BYTES` (64 KiB) skips
+//! the map: it becomes a sealed batch of its own, written with `pwrite`
+//! from the caller's buffers (value and headers first, the batch header
+//! last, so a process killed in between leaves zeros where the header goes,
+//! which recovery reads as the end of the log). Copying it into fresh pages
+//! of the shared map would cost a fault, a zero-fill and a page-mkwrite per
+//! page; `pwrite` fills the page cache directly.
+//!
+//! Mapped pages count in the process's resident size, so the writer (and a
+//! sequential reader of a closed segment) unmaps what lies more than
+//! `RELEASE_CHUNK` (8 MiB) behind it; the pages stay in the page cache (see
+//! `Segment::release_behind`).
+//!
 //! The three guarantees, and why they hold:
 //!
 //! 1. **Visible and safe from `kill -9` when the call returns.** The record's
