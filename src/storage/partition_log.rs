@@ -3084,6 +3084,45 @@ mod tests {
         }
     }
 
+    #[test]
+    fn concurrent_durable_appenders_are_covered_when_sync_returns_and_share_fsyncs() {
+        const THREADS: usize = 8;
+        const EACH: usize = 100;
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap());
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    let value = [t as u8; 100];
+                    for _ in 0..EACH {
+                        let parts = RecordParts::new(None, Some(&value), &[]);
+                        let end = log.append([(parts, 1_000)], |_, _| {}).unwrap();
+                        log.sync_to(end).unwrap();
+                        let durable = log.durable_offset.load(Ordering::Acquire);
+                        assert!(durable >= end, "sync_to({end}) returned at {durable}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let appends = (THREADS * EACH) as u64;
+        let m = log.metrics();
+        assert_eq!(m.records_in, appends);
+        // Eight appenders that wait for an fsync each time share them (an
+        // fsync per append would be `appends`).
+        assert!(
+            m.fsyncs < appends,
+            "{} fsyncs for {appends} durable appends",
+            m.fsyncs
+        );
+        drop(log);
+        let log = reopen(dir.path(), false, RecoveryPoint::default());
+        assert_eq!(log.end_offset(), appends, "all durable after a reboot");
+    }
+
     /// Resident bytes of this process's maps of `file` (`/proc/self/smaps`).
     #[cfg(target_os = "linux")]
     fn resident_bytes_of(file: &Path) -> u64 {
