@@ -315,6 +315,17 @@ fn median_of_3(mut run: impl FnMut(&Path) -> Duration) -> Duration {
     times[1]
 }
 
+/// The time of `n` page-cache `write()`s of `chunk` to a new file in `dir`
+/// (the machine's write limit).
+fn write_chunks(dir: &Path, chunk: &[u8], n: u64) -> Duration {
+    let mut f = File::create(dir.join("limit")).unwrap();
+    let start = Instant::now();
+    for _ in 0..n {
+        f.write_all(chunk).unwrap();
+    }
+    start.elapsed()
+}
+
 /// Runs `ours` and `theirs` alternately, each in a new directory, after a
 /// warm-up of each: five pairs. Returns the median of `ours` and the median
 /// of the pairs' speed ratios (`theirs` time / `ours` time).
@@ -404,14 +415,7 @@ struct Limits {
 impl Limits {
     fn measure(size: &Size) -> Limits {
         let chunk = vec![7u8; MIB as usize];
-        let write = median_of_3(|dir| {
-            let mut f = File::create(dir.join("limit")).unwrap();
-            let start = Instant::now();
-            for _ in 0..size.big_bytes / MIB {
-                f.write_all(&chunk).unwrap();
-            }
-            start.elapsed()
-        });
+        let write = median_of_3(|dir| write_chunks(dir, &chunk, size.big_bytes / MIB));
         let src = vec![3u8; 256 * MIB as usize];
         let mut dst = vec![0u8; MIB as usize];
         let memcpy = median_of_3(|_| {
@@ -609,14 +613,7 @@ fn big_values(size: &Size, limits: &Limits) -> Row {
         }
         start.elapsed()
     };
-    let write_run = |dir: &Path| {
-        let mut f = File::create(dir.join("limit")).unwrap();
-        let start = Instant::now();
-        for _ in 0..n {
-            f.write_all(&v).unwrap();
-        }
-        start.elapsed()
-    };
+    let write_run = |dir: &Path| write_chunks(dir, &v, n);
     // brook and `write()` alternate, so that each pair sees the same
     // machine (this VM's CPU is taken by its host at times, for seconds):
     // the ratio is the median of the pairs' ratios.

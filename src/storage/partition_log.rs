@@ -1350,7 +1350,7 @@ impl PartitionLog {
                 }
                 self.group_commit.gather();
                 let started = Instant::now();
-                let result = self.sync_locked(&mut rp, target);
+                let result = self.sync_locked(&mut rp);
                 // Ended before the sync lock is released, so the next
                 // leader gathers a fresh round.
                 self.group_commit.end(started);
@@ -1362,11 +1362,9 @@ impl PartitionLog {
         }
     }
 
-    /// The fsync of [`sync_to`](Self::sync_to), under `sync_lock`.
-    fn sync_locked(&self, rp: &mut RecoveryPoint, target: u64) -> Result<()> {
-        if self.durable_offset.load(Ordering::Acquire) >= target {
-            return Ok(());
-        }
+    /// The fsync of [`sync_to`](Self::sync_to), under `sync_lock`, once it
+    /// found its target not yet durable.
+    fn sync_locked(&self, rp: &mut RecoveryPoint) -> Result<()> {
         let (mut files, active_path, dir_dirty, end, point) = {
             let mut st = self.state.lock();
             if let Some((path, msg)) = &st.failed {

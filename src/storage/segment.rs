@@ -84,8 +84,8 @@ impl SegmentMap {
         // (the kernel moves the dirty bit to the page as it unmaps it), and
         // the next access faults the same bytes back in. So no byte that a
         // reference into the map (a `Message`, the writer's window) may
-        // point at changes, and the range is within the mapping (`end` is at
-        // most a position inside the file the caller read or wrote). The
+        // point at changes, and the range is within the mapping (`end` is
+        // clamped to its length above). The
         // danger of DONTNEED, zero-filled pages, concerns private and
         // anonymous mappings only.
         let result = unsafe {
@@ -555,7 +555,9 @@ impl Segment {
     /// process's resident size stops growing with the data it has
     /// touched). The chunk just behind `pos` stays mapped for readers
     /// tailing it. A reader far behind the furthest one maps what it reads
-    /// back in, and those pages stay until the map is dropped.
+    /// back in, and those pages stay until a reader reaches the end of the
+    /// closed segment ([`release_all`](Self::release_all)) or the map is
+    /// dropped.
     pub(crate) fn release_behind(&self, map: &SegmentMap, pos: u64) {
         let done = self.released.load(Ordering::Acquire);
         if pos < done + 2 * RELEASE_CHUNK {
