@@ -7,6 +7,7 @@
 
 mod cleaner;
 mod group_commit;
+mod pager;
 mod partition_log;
 mod producers;
 mod segment;

@@ -23,7 +23,10 @@
 //! Mapped pages count in the process's resident size, so the writer (and a
 //! sequential reader of a closed segment) unmaps what lies more than
 //! `RELEASE_CHUNK` (8 MiB) behind it; the pages stay in the page cache (see
-//! `Segment::release_behind`).
+//! `Segment::release_behind`). Ahead of a writer that appends fast and
+//! does not fsync every few records, up to `PREFAULT_AHEAD` (4 MiB) of the
+//! map is faulted in before the writer gets there, so that it rarely
+//! takes a page fault itself. A helper thread (`pager.rs`) does both.
 //!
 //! The three guarantees, and why they hold:
 //!
@@ -114,6 +117,10 @@ const COMPRESSING_FILE: &str = "compressing.batch";
 /// First growth step of an active segment file; doubles up to [`ALLOC_STEP_MAX`].
 const ALLOC_STEP_MIN: u64 = 64 * 1024;
 const ALLOC_STEP_MAX: u64 = 64 * 1024 * 1024;
+/// The most the prefault thread keeps faulted in ahead of the writer, and
+/// the least it is asked to (see `Active::prefault_ahead`).
+const PREFAULT_AHEAD: u64 = 4 * 1024 * 1024;
+const PREFAULT_MIN: u64 = 256 * 1024;
 /// An open batch idle this long is sealed by the background thread, so the
 /// OS writes back valid batches even if nobody syncs.
 pub(crate) const OPEN_BATCH_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -244,6 +251,12 @@ struct Active {
     allocated: u64,
     write_pos: u64,
     sealed_end: u64,
+    /// Bytes below this have been handed to the prefault thread.
+    prefaulted: u64,
+    /// Where the current run of writes without an fsync began (the last
+    /// sync's position, or where this writer started); see
+    /// [`prefault_ahead`](Active::prefault_ahead).
+    run_start: u64,
     open: Option<OpenBatch>,
     ix: IndexBuilder,
 }
@@ -1371,6 +1384,7 @@ impl PartitionLog {
                 return Err(self.failed_error(path, msg));
             }
             st.seal_open();
+            st.active.run_start = st.active.write_pos;
             let files = std::mem::take(&mut st.unsynced);
             let point = RecoveryPoint {
                 segment: st.active.seg.base_offset,
@@ -2729,6 +2743,7 @@ impl State {
         );
         a.sealed_end = a.write_pos;
         a.seg.release_behind(&a.map, a.sealed_end);
+        a.prefault_ahead();
     }
 
     /// Appends a record larger than [`LARGE_RECORD_BYTES`] as a sealed
@@ -2905,6 +2920,8 @@ impl Active {
             allocated,
             write_pos: len,
             sealed_end: len,
+            prefaulted: len,
+            run_start: len,
             open: None,
             ix,
         })
@@ -2957,6 +2974,44 @@ impl Active {
         dst[..packed.len()].copy_from_slice(&packed);
         dst[packed.len()..].fill(0);
         self.write_pos = start + packed.len() as u64;
+    }
+
+    /// Has the prefault thread (see `prefault.rs`) fault in the pages
+    /// ahead of the writer, as far ahead as the writer has written since
+    /// its last fsync, at most [`PREFAULT_AHEAD`], and only once that is
+    /// [`PREFAULT_MIN`].
+    ///
+    /// The pages it faults in are dirty zeros until the writer fills them,
+    /// so the window follows the writer's pace: a partition that appends
+    /// little, or is fsynced every few appends (`SyncPolicy::Always`, where
+    /// the fsync, not the fault, is the cost), gets none, and never has an
+    /// fsync write more zeros than the data it wrote since the last one.
+    #[inline]
+    fn prefault_ahead(&mut self) {
+        // Saturating: a truncation may move the writer back past `run_start`.
+        let ahead = self
+            .write_pos
+            .saturating_sub(self.run_start)
+            .min(PREFAULT_AHEAD);
+        if ahead < PREFAULT_MIN || self.write_pos + ahead < self.prefaulted + ahead / 4 {
+            return;
+        }
+        self.prefault_range(ahead);
+    }
+
+    #[cold]
+    fn prefault_range(&mut self, ahead: u64) {
+        let want = (self.write_pos + ahead).min(self.capacity);
+        if want > self.allocated {
+            // An error here (a full disk) is the next append's to report.
+            let _ = self.grow(want);
+        }
+        let start = self.prefaulted.max(self.write_pos);
+        let end = want.min(self.allocated);
+        if end > start {
+            super::pager::populate(&self.map, start, end);
+            self.prefaulted = end;
+        }
     }
 
     fn ensure_allocated(&mut self, end: u64) -> Result<()> {
@@ -3162,7 +3217,10 @@ mod tests {
         for _ in 0..records {
             log.append([(parts, 1_000)], |_, _| {}).unwrap();
         }
-        let bound = 2 * RELEASE_CHUNK + MIB;
+        // Behind the writer: the chunk kept for readers and the one not yet
+        // released; ahead of it, what the pager faulted in.
+        let bound = 2 * RELEASE_CHUNK + PREFAULT_AHEAD + MIB;
+        crate::storage::pager::drain();
         let writing = resident_bytes_of(&first);
         assert!(
             writing <= bound,
@@ -3183,6 +3241,7 @@ mod tests {
             total += msgs.len() as u64;
         }
         assert_eq!(total, records);
+        crate::storage::pager::drain();
         let reading = resident_bytes_of(&first);
         assert!(
             reading <= MIB,
@@ -3193,6 +3252,7 @@ mod tests {
         while next < records / 2 {
             next = log.read(next, 16).unwrap().last().unwrap().offset() + 1;
         }
+        crate::storage::pager::drain();
         let half = resident_bytes_of(&first);
         assert!(
             half <= bound,
@@ -3203,6 +3263,60 @@ mod tests {
         let again = log.read(0, 1).unwrap();
         assert_eq!(again[0].value().unwrap(), &value[..]);
         assert_eq!(held[0].value().unwrap(), &value[..]);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn the_pager_faults_in_ahead_of_a_fast_writer_but_not_of_a_synced_one() {
+        const MIB: u64 = 1024 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            segment_bytes: 64 * MIB,
+            ..LIMITS
+        };
+        let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
+        let file = log.state.lock().active.seg.log_path.clone();
+        let value = vec![7u8; 1000];
+        let parts = RecordParts::new(None, Some(&value), &[]);
+        // Durable appends: every fsync restarts the run, so nothing is
+        // faulted in ahead (the pages written, and the one being filled).
+        for _ in 0..2 * MIB / 1000 {
+            log.append([(parts, 1_000)], |_, _| {}).unwrap();
+            log.sync_to(log.end_offset()).unwrap();
+        }
+        crate::storage::pager::drain();
+        let written = log.state.lock().active.write_pos;
+        let page = io::page_size() as u64;
+        let synced = resident_bytes_of(&file);
+        assert!(
+            synced <= written.next_multiple_of(page),
+            "{synced} bytes mapped for {written} written and synced"
+        );
+        // Then 2 MiB without a sync: the pager keeps pages ahead of the
+        // writer, as far as it wrote since the sync (at least a quarter
+        // of that is left ahead when a request is made).
+        for _ in 0..2 * MIB / 1000 {
+            log.append([(parts, 1_000)], |_, _| {}).unwrap();
+        }
+        crate::storage::pager::drain();
+        let (written, run) = {
+            let st = log.state.lock();
+            (
+                st.active.write_pos,
+                st.active.write_pos - st.active.run_start,
+            )
+        };
+        let fast = resident_bytes_of(&file);
+        assert!(
+            fast >= written + run / 2 && fast <= written + run + MIB,
+            "{fast} bytes mapped for {written} written, {run} since the sync"
+        );
+        // The pages faulted in ahead are not data: a reopen without a
+        // clean close ends the log where the writer stopped.
+        let end = log.end_offset();
+        drop(log);
+        let log = reopen_with(dir.path(), limits);
+        assert_eq!(log.end_offset(), end);
     }
 
     /// Regression: a read of zero records returned `Ok(vec![])` for any

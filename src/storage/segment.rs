@@ -22,6 +22,7 @@ use std::sync::Arc;
 use memmap2::{Mmap, MmapRaw};
 use parking_lot::Mutex;
 
+use super::pager;
 use crate::error::{Error, Result};
 use crate::format::{validate_batch, BatchHeader};
 use crate::io;
@@ -63,7 +64,7 @@ impl SegmentMap {
     /// Drops this process's page-table entries for the whole pages in
     /// `start..end` (see [`Segment::release_behind`]); the bytes stay in the
     /// page cache and read the same when touched again.
-    fn release(&self, start: u64, end: u64) {
+    pub(crate) fn release(&self, start: u64, end: u64) {
         let page = io::page_size() as u64;
         let mapped = match self {
             SegmentMap::Raw(m) => m.len(),
@@ -102,6 +103,23 @@ impl SegmentMap {
         // Only memory use depends on it: nothing to report.
         if let Err(e) = result {
             tracing::debug!(error = %e, "madvise(MADV_DONTNEED) of a segment map failed");
+        }
+    }
+
+    /// Faults in the pages of `start..end` of the active segment's map
+    /// without touching their bytes (see the `prefault` module). Pages
+    /// past the file's end are skipped with an error, never a `SIGBUS`.
+    pub(crate) fn populate(&self, start: u64, end: u64) {
+        let SegmentMap::Raw(m) = self else { return };
+        let page = io::page_size() as u64;
+        let end = end.min(m.len() as u64);
+        let start = start / page * page;
+        if start >= end {
+            return;
+        }
+        let (start, len) = (start as usize, (end - start) as usize);
+        if let Err(e) = m.advise_range(memmap2::Advice::PopulateWrite, start, len) {
+            tracing::trace!(error = %e, "prefaulting a segment map failed");
         }
     }
 
@@ -553,12 +571,13 @@ impl Segment {
     /// from this process (they stay in the page cache, so the kernel still
     /// writes them back and a later read finds them there; only the
     /// process's resident size stops growing with the data it has
-    /// touched). The chunk just behind `pos` stays mapped for readers
+    /// touched). The pager thread does the unmapping (see `pager.rs`).
+    /// The chunk just behind `pos` stays mapped for readers
     /// tailing it. A reader far behind the furthest one maps what it reads
     /// back in, and those pages stay until a reader reaches the end of the
     /// closed segment ([`release_all`](Self::release_all)) or the map is
     /// dropped.
-    pub(crate) fn release_behind(&self, map: &SegmentMap, pos: u64) {
+    pub(crate) fn release_behind(&self, map: &Arc<SegmentMap>, pos: u64) {
         let done = self.released.load(Ordering::Acquire);
         if pos < done + 2 * RELEASE_CHUNK {
             return;
@@ -571,7 +590,7 @@ impl Segment {
             .compare_exchange(done, upto, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            map.release(done, upto);
+            pager::release(map, done, upto);
         }
     }
 
@@ -579,8 +598,8 @@ impl Segment {
     /// [`release_behind`](Self::release_behind)), for a reader that read
     /// to its end. The next sequential reader releases from the start
     /// again.
-    pub(crate) fn release_all(&self, map: &SegmentMap) {
-        map.release(0, self.closed_len());
+    pub(crate) fn release_all(&self, map: &Arc<SegmentMap>) {
+        pager::release(map, 0, self.closed_len());
         self.released.store(0, Ordering::Release);
     }
 

@@ -419,6 +419,7 @@ impl State {
         a.write_pos += len;
         a.sealed_end = a.write_pos;
         a.seg.release_behind(&a.map, a.sealed_end);
+        a.prefault_ahead();
         self.next_offset = h.last_offset() + 1;
         self.producers.replay(h, batch);
         let e = h.leader_epoch;
