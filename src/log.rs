@@ -47,7 +47,7 @@ use crate::storage::{
     dir_name, now_ms, CleanState, CompactSettings, CompactionReport, Limits, OpenHints,
     PartitionLog, ProducerSnapshot, ProducerWalk, RecoveryPoint, OPEN_BATCH_LINGER,
 };
-use crate::topic::{validate_topic_name, Topic, TopicInner};
+use crate::topic::{validate_topic_name, Partitions, Topic, TopicInner};
 use crate::txn::{ProducerIds, TxnHost, TxnStore, TXN_TOPIC};
 
 const TOPICS_FILE: &str = "topics.json";
@@ -318,7 +318,12 @@ impl Log {
             }
             topics.insert(
                 name.clone(),
-                Arc::new(TopicInner::new(name_arc, cfg.clone(), logs, config.sync)),
+                Arc::new(TopicInner::new(
+                    name_arc,
+                    cfg.clone(),
+                    Partitions::local(logs),
+                    config.sync,
+                )),
             );
         }
         remove_orphans(&dir, &topics_file)?;
@@ -422,7 +427,12 @@ impl Log {
             }
             return Err(e);
         }
-        let inner = Arc::new(TopicInner::new(name_arc, config, logs, s.config.sync));
+        let inner = Arc::new(TopicInner::new(
+            name_arc,
+            config,
+            Partitions::local(logs),
+            s.config.sync,
+        ));
         s.topics.write().insert(name.to_owned(), Arc::clone(&inner));
         s.metadata_epoch.fetch_add(1, Ordering::AcqRel);
         // Drop any recovery point a deleted topic of this name left behind.
@@ -467,7 +477,7 @@ impl Log {
         let s = &self.inner.shared;
         let _admin = s.admin.lock();
         let topic = s.topic_inner(name)?;
-        let current = topic.partitions.read().len() as u32;
+        let current = topic.partitions.len() as u32;
         if partitions <= current {
             return Err(Error::InvalidPartitions {
                 topic: name.to_owned(),
@@ -496,7 +506,7 @@ impl Log {
             .insert(name.to_owned(), cfg.partitions(partitions));
         write_meta(&s.dir.join(TOPICS_FILE), &file)?;
         topic.config.write().partitions = partitions;
-        topic.partitions.write().extend(new_logs);
+        topic.partitions.extend(new_logs);
         s.metadata_epoch.fetch_add(1, Ordering::AcqRel);
         s.write_checkpoint()
     }
@@ -515,7 +525,7 @@ impl Log {
         file.topics.insert(name.to_owned(), cfg);
         write_meta(&s.dir.join(TOPICS_FILE), &file)?;
         topic.config.write().compression = codec;
-        for log in topic.partitions.read().iter() {
+        for log in topic.partitions.view().iter() {
             log.set_compression(codec);
         }
         Ok(())
@@ -535,7 +545,7 @@ impl Log {
         topic.deleted.store(true, Ordering::Release);
         s.metadata_epoch.fetch_add(1, Ordering::AcqRel);
         s.coordinator.offsets.remove_topic(name)?;
-        for log in topic.partitions.read().iter() {
+        for log in topic.partitions.view().iter() {
             log.delete_files()?;
         }
         io::sync_dir(&s.dir)?;
@@ -598,7 +608,7 @@ impl Log {
             .topics
             .read()
             .values()
-            .flat_map(|t| t.partitions.read().clone())
+            .flat_map(|t| t.partitions.to_vec())
             .collect();
         for log in &user {
             m.partitions.push(log.metrics());
@@ -640,7 +650,7 @@ impl Log {
             )));
         }
         let mut stats = CompactionStats::default();
-        for log in t.partitions.read().clone() {
+        for log in t.partitions.to_vec() {
             stats.add(log.compact(compact_settings(&cfg, true))?);
         }
         Ok(stats)
@@ -690,7 +700,7 @@ impl TopicSource for Shared {
         self.topics
             .read()
             .get(topic)
-            .map(|t| t.partitions.read().clone())
+            .map(|t| t.partitions.to_vec())
             .ok_or_else(|| Error::UnknownTopic {
                 topic: topic.to_owned(),
             })
@@ -700,7 +710,7 @@ impl TopicSource for Shared {
         self.topics
             .read()
             .get(topic)
-            .map(|t| t.partitions.read().len() as u32)
+            .map(|t| t.partitions.len() as u32)
     }
 
     fn metadata_epoch(&self) -> u64 {
@@ -752,7 +762,7 @@ impl Shared {
             .topics
             .read()
             .values()
-            .flat_map(|t| t.partitions.read().clone())
+            .flat_map(|t| t.partitions.to_vec())
             .collect();
         all.push(Arc::clone(self.coordinator.offsets.log()));
         all.push(Arc::clone(self.txns.log()));
@@ -774,8 +784,7 @@ impl Shared {
     fn partition_log(&self, topic: &str, partition: u32) -> Option<Arc<PartitionLog>> {
         let topics = self.topics.read();
         let t = topics.get(topic)?;
-        let logs = t.partitions.read();
-        logs.get(partition as usize).cloned()
+        t.partitions.get(partition as usize)
     }
 
     fn checkpoint(&self, clean: &BTreeMap<(String, u32), CleanState>) -> CheckpointFile {
@@ -904,7 +913,7 @@ fn background(shared: Arc<Shared>) {
             .topics
             .read()
             .values()
-            .map(|t| (t.config.read().clone(), t.partitions.read().clone()))
+            .map(|t| (t.config.read().clone(), t.partitions.to_vec()))
             .filter(|(c, _)| shared.config.cleaner && c.cleanup_policy.compacts())
             .collect();
         for (cfg, logs) in compacted {
@@ -1127,7 +1136,10 @@ mod tests {
     /// A retry through the partition's idempotent path, as a producer whose
     /// send failed with an unknown outcome would make it.
     fn retry(log: &Log, pid: i64, seq: i32) -> Result<Option<u64>> {
-        let t = log.inner.shared.topics.read()["t"].partitions.read()[0].clone();
+        let t = log.inner.shared.topics.read()["t"]
+            .partitions
+            .get(0)
+            .unwrap();
         let parts = crate::format::RecordParts::new(Some(b"k"), Some(b"v"), &[]);
         let b = crate::format::ProducerBatch {
             producer_id: pid,

@@ -4,6 +4,8 @@
 //! murmur2 of the key like the Java client, or round robin for unkeyed
 //! records), validates the record, and hands it to that partition's log.
 
+mod partitions;
+
 use std::borrow::Borrow;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -18,6 +20,7 @@ use crate::format::{ProducerBatch, RecordParts};
 use crate::metrics::AppendTimer;
 use crate::record::{Message, Record, RecordMetadata};
 use crate::storage::{now_ms, PartitionLog};
+pub(crate) use partitions::{Partitions, View};
 
 /// Chooses the partition of a record that has no explicit partition.
 ///
@@ -104,7 +107,7 @@ pub(crate) struct TopicInner {
     /// Copy of `config.max_record_bytes` (fixed for a topic's life).
     max_record_bytes: usize,
     pub config: RwLock<TopicConfig>,
-    pub partitions: RwLock<Vec<Arc<PartitionLog>>>,
+    pub partitions: Partitions,
     pub deleted: AtomicBool,
     pub sync: SyncPolicy,
     /// Copy of `config.cleanup_policy.compacts()`: records need keys.
@@ -119,7 +122,7 @@ impl TopicInner {
     pub(crate) fn new(
         name: Arc<str>,
         config: TopicConfig,
-        partitions: Vec<Arc<PartitionLog>>,
+        partitions: Partitions,
         sync: SyncPolicy,
     ) -> Self {
         TopicInner {
@@ -127,7 +130,7 @@ impl TopicInner {
             max_record_bytes: config.max_record_bytes,
             compacted: config.cleanup_policy.compacts(),
             config: RwLock::new(config),
-            partitions: RwLock::new(partitions),
+            partitions,
             deleted: AtomicBool::new(false),
             sync,
             round_robin: AtomicU32::new(0),
@@ -170,7 +173,7 @@ impl Topic {
 
     /// Number of partitions now.
     pub fn partition_count(&self) -> u32 {
-        self.inner.partitions.read().len() as u32
+        self.inner.partitions.len() as u32
     }
 
     /// The topic's configuration.
@@ -202,7 +205,7 @@ impl Topic {
     /// A handle to one partition, for reading.
     pub fn partition(&self, partition: u32) -> Result<Partition> {
         self.check_live()?;
-        let parts = self.inner.partitions.read();
+        let parts = self.inner.partitions.view();
         let log = parts
             .get(partition as usize)
             .ok_or_else(|| self.unknown_partition(partition, parts.len() as u32))?;
@@ -263,7 +266,9 @@ impl Topic {
                 timestamp: ts,
             });
         }
-        let logs = self.inner.partitions.read();
+        // A local topic's view holds no lock, so the fsync below may run
+        // under it.
+        let logs = self.inner.partitions.view();
         let n = logs.len() as u32;
         let p = match partition {
             Some(p) => p,
@@ -274,8 +279,6 @@ impl Topic {
             .ok_or_else(|| self.unknown_partition(p, n))?;
         let mut offset = 0;
         let end = log.append([(parts, ts)], |o, _| offset = o)?;
-        let log = Arc::clone(log);
-        drop(logs);
         if self.inner.sync == SyncPolicy::Always {
             log.sync_to(end)?;
         }
@@ -303,7 +306,7 @@ impl Topic {
         if let Some(link) = &self.inner.link {
             return self.send_replicated(link, &records, started);
         }
-        let logs = self.inner.partitions.read();
+        let logs = self.inner.partitions.view();
         let plan = self.plan(&records, logs.len() as u32)?;
         let mut metas: Vec<RecordMetadata> = Vec::with_capacity(records.len());
         let mut to_sync = Vec::new();
@@ -323,7 +326,7 @@ impl Topic {
                         timestamp,
                     }),
             );
-            to_sync.push((Arc::clone(log), end));
+            to_sync.push((log, end));
         } else if !records.is_empty() {
             let targets = &plan.targets;
             let entries = &plan.entries;
@@ -349,10 +352,10 @@ impl Topic {
                         timestamp,
                     };
                 })?;
-                to_sync.push((Arc::clone(log), end));
+                to_sync.push((log, end));
             }
         }
-        drop(logs);
+        // A local topic's view holds no lock: the fsyncs may run under it.
         if self.inner.sync == SyncPolicy::Always {
             for (log, end) in &to_sync {
                 log.sync_to(*end)?;
@@ -470,7 +473,7 @@ impl Topic {
         // repoints the handle's logs when leaders change.)
         let route = match self.inner.link.as_deref() {
             Some(link) => Route::Cluster(link),
-            None => Route::Local(self.inner.partitions.read()),
+            None => Route::Local(self.inner.partitions.view()),
         };
         let n = match &route {
             Route::Local(logs) => logs.len() as u32,
@@ -613,7 +616,7 @@ impl Topic {
 /// Where a producer's appends go.
 enum Route<'a> {
     /// A log's partitions (held for the call).
-    Local(parking_lot::RwLockReadGuard<'a, Vec<Arc<PartitionLog>>>),
+    Local(View<'a>),
     /// A cluster's current leaders.
     Cluster(&'a ClusterLink),
 }

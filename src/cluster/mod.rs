@@ -90,7 +90,7 @@ use crate::metrics::{AppendTimer, Metrics, PartitionMetrics, ReplicaMetrics};
 use crate::producer::{Producer, ProducerConfig, ProducerHost};
 use crate::record::TopicPartition;
 use crate::storage::{Limits, Notify, OpenHints, PartitionLog};
-use crate::topic::{validate_topic_name, Topic, TopicInner};
+use crate::topic::{validate_topic_name, Partitions, Topic, TopicInner};
 use crate::txn::{ProducerIds, ProducerKey, TxnHost, TxnStore, TXN_TOPIC};
 
 /// How a [`Cluster`] runs. Built with `ClusterConfig::default()` and
@@ -957,7 +957,10 @@ impl ClusterInner {
         let logs: Vec<Option<Arc<PartitionLog>>> = t.parts.iter().map(|p| p.read_log()).collect();
         match &t.inner {
             Some(inner) => {
-                let mut current = inner.partitions.write();
+                let mut current = inner
+                    .partitions
+                    .leaders_mut()
+                    .expect("a cluster topic's table holds leaders");
                 for (slot, log) in current.iter_mut().zip(logs) {
                     if let Some(log) = log.filter(|l| !Arc::ptr_eq(slot, l)) {
                         *slot = log;
@@ -969,8 +972,12 @@ impl ClusterInner {
                     .into_iter()
                     .map(|l| l.expect("a new or reopened topic has its replicas open"))
                     .collect();
-                let mut inner =
-                    TopicInner::new(Arc::from(name), t.config.clone(), logs, self.config.sync);
+                let mut inner = TopicInner::new(
+                    Arc::from(name),
+                    t.config.clone(),
+                    Partitions::leaders(logs),
+                    self.config.sync,
+                );
                 inner.link = Some(Arc::new(ClusterLink {
                     parts: t.parts.clone(),
                     ack_timeout: self.config.ack_timeout,
@@ -1393,7 +1400,7 @@ impl TopicSource for ClusterInner {
             .ok_or_else(|| Error::UnknownTopic {
                 topic: topic.to_owned(),
             })?;
-        let logs = t.inner.as_ref().expect("checked").partitions.read().clone();
+        let logs = t.inner.as_ref().expect("checked").partitions.to_vec();
         Ok(logs)
     }
 
