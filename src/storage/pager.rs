@@ -25,29 +25,35 @@
 //! cache. Each request holds an `Arc` of its map, so the range stays mapped
 //! until the helper is done with it.
 //!
-//! Prefaulting is a hint: a request that finds the queue full is dropped, and
-//! a failure (a kernel older than 5.14, a file truncated meanwhile) is
-//! ignored. A release that finds the queue full is done by the caller. The
-//! thread exits after a few idle seconds and the next request starts it
-//! again; if it cannot be started, releases are done by the caller and
-//! prefaulting is skipped.
+//! Prefaulting is a hint: a request that finds the queue full is dropped, a
+//! failure (a file truncated meanwhile) is ignored, and a kernel without
+//! `MADV_POPULATE_WRITE` (older than 5.14, or not Linux) turns it off for
+//! the process. A populate never faults in pages below what the segment's
+//! sequential writer or reader released already. A release that finds the
+//! queue full is done by the caller. The thread exits after a few idle
+//! seconds and the next request starts it again; if it cannot be started,
+//! or dies, releases are done by the callers and prefaulting is skipped
+//! until it can be.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{const_mutex, Condvar, Mutex};
 
-use super::segment::SegmentMap;
+use super::segment::{Segment, SegmentMap};
 
-/// Requests beyond this many waiting are not queued.
-const MAX_QUEUED: usize = 64;
+/// Requests beyond this many waiting are not queued. (Each holds a map,
+/// and with it a deleted segment's disk space, until it runs.)
+const MAX_QUEUED: usize = 256;
 /// The helper exits after this long without a request.
 const IDLE: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Work {
-    Populate,
+    /// Fault in, unless the segment's reader or writer released the pages
+    /// meanwhile.
+    Populate(Arc<Segment>),
     Release,
 }
 
@@ -58,10 +64,23 @@ struct Job {
     work: Work,
 }
 
+/// Set once the kernel refused `MADV_POPULATE_WRITE` as unknown.
+static NO_POPULATE: AtomicBool = AtomicBool::new(false);
+
 impl Job {
     fn run(self) {
         match self.work {
-            Work::Populate => self.map.populate(self.start, self.end),
+            Work::Populate(seg) => {
+                let start = self.start.max(seg.released());
+                if let Err(e) = self.map.populate(start, self.end) {
+                    let unknown = e.raw_os_error() == Some(libc::EINVAL)
+                        || e.kind() == std::io::ErrorKind::Unsupported;
+                    if unknown {
+                        NO_POPULATE.store(true, Ordering::Relaxed);
+                    }
+                    tracing::trace!(error = %e, "prefaulting a segment map failed");
+                }
+            }
             Work::Release => self.map.release(self.start, self.end),
         }
     }
@@ -69,7 +88,7 @@ impl Job {
 
 struct Queue {
     jobs: VecDeque<Job>,
-    /// The helper thread exists.
+    /// The helper thread exists (or is being started).
     running: bool,
     /// The helper is running a job (tests wait for it; see [`drain`]).
     busy: bool,
@@ -81,13 +100,17 @@ static QUEUE: Mutex<Queue> = const_mutex(Queue {
     busy: false,
 });
 /// Rung when a job is queued (the helper waits on it) and when the helper
-/// goes idle (`drain` waits on it).
+/// finishes one or stops (`drain` waits on it).
 static WAKE: Condvar = Condvar::new();
 
-/// Has bytes `start..end` of the active segment's `map` faulted in, if the
-/// helper can take it.
-pub(crate) fn populate(map: &Arc<SegmentMap>, start: u64, end: u64) {
-    if let Err(job) = submit(map, start, end, Work::Populate) {
+/// Has bytes `start..end` of `map`, the active segment `seg`'s, faulted in,
+/// if the helper can take it.
+pub(crate) fn populate(seg: &Arc<Segment>, map: &Arc<SegmentMap>, start: u64, end: u64) {
+    if start >= end || NO_POPULATE.load(Ordering::Relaxed) {
+        return;
+    }
+    let work = Work::Populate(Arc::clone(seg));
+    if let Err(job) = submit(map, start, end, work) {
         drop(job);
     }
 }
@@ -95,12 +118,16 @@ pub(crate) fn populate(map: &Arc<SegmentMap>, start: u64, end: u64) {
 /// Has the whole pages of `start..end` of `map` unmapped from this process
 /// (see [`SegmentMap::release`]), by the helper or, failing that, now.
 pub(crate) fn release(map: &Arc<SegmentMap>, start: u64, end: u64) {
+    if start >= end {
+        return;
+    }
     if let Err(job) = submit(map, start, end, Work::Release) {
         job.run();
     }
 }
 
-/// Queues a job; hands it back if it was not queued.
+/// Queues a job, starting the helper if needed; hands the job back if it
+/// was not queued.
 fn submit(map: &Arc<SegmentMap>, start: u64, end: u64, work: Work) -> Result<(), Job> {
     let job = Job {
         map: Arc::clone(map),
@@ -108,29 +135,54 @@ fn submit(map: &Arc<SegmentMap>, start: u64, end: u64, work: Work) -> Result<(),
         end,
         work,
     };
-    if start >= end {
-        return Ok(());
-    }
     let mut q = QUEUE.lock();
     if q.jobs.len() >= MAX_QUEUED {
         return Err(job);
     }
-    if !q.running {
-        let spawned = std::thread::Builder::new()
-            .name("brook-pager".into())
-            .spawn(run);
-        if let Err(e) = spawned {
-            tracing::debug!(error = %e, "could not start the pager thread");
-            return Err(job);
-        }
-        q.running = true;
-    }
     q.jobs.push_back(job);
-    WAKE.notify_all();
+    if q.running {
+        WAKE.notify_all();
+        return Ok(());
+    }
+    q.running = true;
+    drop(q);
+    // Started without the queue's lock held: callers hold a partition's.
+    let spawned = std::thread::Builder::new()
+        .name("brook-pager".into())
+        .spawn(run);
+    if let Err(e) = spawned {
+        tracing::debug!(error = %e, "could not start the pager thread");
+        stopped();
+    }
     Ok(())
 }
 
+/// The helper is gone (or never started): the next request starts it
+/// again; the jobs it left are run here (releases) or dropped (populates).
+fn stopped() {
+    let jobs = {
+        let mut q = QUEUE.lock();
+        q.running = false;
+        q.busy = false;
+        WAKE.notify_all();
+        std::mem::take(&mut q.jobs)
+    };
+    for job in jobs {
+        if matches!(job.work, Work::Release) {
+            job.run();
+        }
+    }
+}
+
 fn run() {
+    /// Runs [`stopped`] however the helper ends, also by a panic.
+    struct Exit;
+    impl Drop for Exit {
+        fn drop(&mut self) {
+            stopped();
+        }
+    }
+    let _exit = Exit;
     let mut q = QUEUE.lock();
     loop {
         if let Some(job) = q.jobs.pop_front() {
@@ -143,10 +195,15 @@ fn run() {
             continue;
         }
         if WAKE.wait_for(&mut q, IDLE).timed_out() && q.jobs.is_empty() {
-            q.running = false;
             return;
         }
     }
+}
+
+/// Whether prefaulting works on this kernel, as far as known yet.
+#[cfg(test)]
+pub(crate) fn populates() -> bool {
+    !NO_POPULATE.load(Ordering::Relaxed)
 }
 
 /// Waits until every queued job is done.

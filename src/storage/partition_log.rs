@@ -117,10 +117,12 @@ const COMPRESSING_FILE: &str = "compressing.batch";
 /// First growth step of an active segment file; doubles up to [`ALLOC_STEP_MAX`].
 const ALLOC_STEP_MIN: u64 = 64 * 1024;
 const ALLOC_STEP_MAX: u64 = 64 * 1024 * 1024;
-/// The most the prefault thread keeps faulted in ahead of the writer, and
-/// the least it is asked to (see `Active::prefault_ahead`).
+/// The most the pager keeps faulted in ahead of the writer, the least it
+/// is asked to, and how long a writer may take to write that least (see
+/// `Active::prefault_ahead`).
 const PREFAULT_AHEAD: u64 = 4 * 1024 * 1024;
 const PREFAULT_MIN: u64 = 256 * 1024;
+const PREFAULT_PACE: Duration = Duration::from_millis(50);
 /// An open batch idle this long is sealed by the background thread, so the
 /// OS writes back valid batches even if nobody syncs.
 pub(crate) const OPEN_BATCH_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -274,12 +276,14 @@ struct Active {
     allocated: u64,
     write_pos: u64,
     sealed_end: u64,
-    /// Bytes below this have been handed to the prefault thread.
+    /// Bytes below this have been handed to the pager to fault in.
     prefaulted: u64,
-    /// Where the current run of writes without an fsync began (the last
-    /// sync's position, or where this writer started); see
-    /// [`prefault_ahead`](Active::prefault_ahead).
+    /// Where and when the writer's current *run* began: the stretch of
+    /// writes that sizes the prefault window (see
+    /// [`prefault_ahead`](Active::prefault_ahead)). An fsync, a new
+    /// segment, or a run older than [`PREFAULT_PACE`] starts a new one.
     run_start: u64,
+    run_began: Instant,
     open: Option<OpenBatch>,
     ix: IndexBuilder,
 }
@@ -1406,8 +1410,10 @@ impl PartitionLog {
             if let Some((path, msg)) = &st.failed {
                 return Err(self.failed_error(path, msg));
             }
+            // A new run, before the seal asks for a window sized by the
+            // old one: that window's zeros would be this fsync's to write.
+            st.active.restart_run();
             st.seal_open();
-            st.active.run_start = st.active.write_pos;
             let files = std::mem::take(&mut st.unsynced);
             let point = RecoveryPoint {
                 segment: st.active.seg.base_offset,
@@ -2945,6 +2951,7 @@ impl Active {
             sealed_end: len,
             prefaulted: len,
             run_start: len,
+            run_began: Instant::now(),
             open: None,
             ix,
         })
@@ -2999,27 +3006,43 @@ impl Active {
         self.write_pos = start + packed.len() as u64;
     }
 
-    /// Has the prefault thread (see `prefault.rs`) fault in the pages
-    /// ahead of the writer, as far ahead as the writer has written since
-    /// its last fsync, at most [`PREFAULT_AHEAD`], and only once that is
-    /// [`PREFAULT_MIN`].
+    /// Has the pager (see `pager.rs`) fault in the pages ahead of the
+    /// writer: as far ahead as the writer wrote in its current run, at most
+    /// [`PREFAULT_AHEAD`], and only once that is [`PREFAULT_MIN`]. Called
+    /// whenever a batch is sealed.
     ///
-    /// The pages it faults in are dirty zeros until the writer fills them,
-    /// so the window follows the writer's pace: a partition that appends
-    /// little, or is fsynced every few appends (`SyncPolicy::Always`, where
-    /// the fsync, not the fault, is the cost), gets none, and never has an
-    /// fsync write more zeros than the data it wrote since the last one.
+    /// The pages it faults in are dirty zeros until the writer fills them
+    /// (the kernel may write them back first), so the window follows the
+    /// writer's pace. A run lasts at most [`PREFAULT_PACE`] and ends at an
+    /// fsync, so a partition that writes less than `PREFAULT_MIN` in that
+    /// time, or is fsynced every few appends (`SyncPolicy::Always`, where
+    /// the fsync, not the fault, is the cost), gets no window, and an fsync
+    /// writes no more zeros than the data written in the run before it.
     #[inline]
     fn prefault_ahead(&mut self) {
-        // Saturating: a truncation may move the writer back past `run_start`.
-        let ahead = self
-            .write_pos
-            .saturating_sub(self.run_start)
-            .min(PREFAULT_AHEAD);
-        if ahead < PREFAULT_MIN || self.write_pos + ahead < self.prefaulted + ahead / 4 {
+        // Saturating: compressing the batch just sealed moves the writer
+        // back, possibly past a `run_start` set before the seal.
+        let run = self.write_pos.saturating_sub(self.run_start);
+        if run >= PREFAULT_MIN {
+            self.prefault_run(run);
+        }
+    }
+
+    fn prefault_run(&mut self, run: u64) {
+        if self.run_began.elapsed() > PREFAULT_PACE {
+            // Too slow for a window: start measuring again from here.
+            self.restart_run();
             return;
         }
-        self.prefault_range(ahead);
+        let ahead = run.min(PREFAULT_AHEAD);
+        if self.write_pos + ahead >= self.prefaulted + ahead / 4 {
+            self.prefault_range(ahead);
+        }
+    }
+
+    fn restart_run(&mut self) {
+        self.run_start = self.write_pos;
+        self.run_began = Instant::now();
     }
 
     #[cold]
@@ -3032,7 +3055,7 @@ impl Active {
         let start = self.prefaulted.max(self.write_pos);
         let end = want.min(self.allocated);
         if end > start {
-            super::pager::populate(&self.map, start, end);
+            super::pager::populate(&self.seg, &self.map, start, end);
             self.prefaulted = end;
         }
     }
@@ -3290,7 +3313,7 @@ mod tests {
 
     #[test]
     #[cfg(target_os = "linux")]
-    fn the_pager_faults_in_ahead_of_a_fast_writer_but_not_of_a_synced_one() {
+    fn the_pager_faults_in_ahead_of_a_fast_writer_only() {
         const MIB: u64 = 1024 * 1024;
         let dir = tempfile::tempdir().unwrap();
         let limits = Limits {
@@ -3299,41 +3322,66 @@ mod tests {
         };
         let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
         let file = log.state.lock().active.seg.log_path.clone();
+        let page = io::page_size() as u64;
         let value = vec![7u8; 1000];
         let parts = RecordParts::new(None, Some(&value), &[]);
+        let requested_ahead = |log: &PartitionLog| {
+            let st = log.state.lock();
+            (
+                st.active.write_pos,
+                st.active.prefaulted.saturating_sub(st.active.write_pos),
+            )
+        };
         // Durable appends: every fsync restarts the run, so nothing is
-        // faulted in ahead (the pages written, and the one being filled).
+        // faulted in ahead: just the pages written, and the one being
+        // filled.
         for _ in 0..2 * MIB / 1000 {
             log.append([(parts, 1_000)], |_, _| {}).unwrap();
             log.sync_to(log.end_offset()).unwrap();
         }
         crate::storage::pager::drain();
-        let written = log.state.lock().active.write_pos;
-        let page = io::page_size() as u64;
+        let (written, ahead) = requested_ahead(&log);
         let synced = resident_bytes_of(&file);
+        assert_eq!(ahead, 0, "nothing requested ahead of a synced writer");
         assert!(
             synced <= written.next_multiple_of(page),
             "{synced} bytes mapped for {written} written and synced"
         );
-        // Then 2 MiB without a sync: the pager keeps pages ahead of the
-        // writer, as far as it wrote since the sync (at least a quarter
-        // of that is left ahead when a request is made).
-        for _ in 0..2 * MIB / 1000 {
-            log.append([(parts, 1_000)], |_, _| {}).unwrap();
+        // A slow writer, one that takes longer than PREFAULT_PACE for
+        // PREFAULT_MIN, gets nothing either. (A loaded machine can only
+        // make it slower.)
+        for _ in 0..5 {
+            std::thread::sleep(PREFAULT_PACE + Duration::from_millis(10));
+            let records = (0..200 * 1024 / 1000).map(|_| (parts, 1_000));
+            log.append(records, |_, _| {}).unwrap();
+        }
+        assert_eq!(requested_ahead(&log).1, 0, "nothing ahead of a slow writer");
+        // A fast writer: 2 MiB in one call. (Retried should the machine
+        // stall the call for longer than PREFAULT_PACE.)
+        for _ in 0..10 {
+            let records = (0..2 * MIB / 1000).map(|_| (parts, 1_000));
+            log.append(records, |_, _| {}).unwrap();
+            if requested_ahead(&log).1 > 0 {
+                break;
+            }
         }
         crate::storage::pager::drain();
-        let (written, run) = {
-            let st = log.state.lock();
-            (
-                st.active.write_pos,
-                st.active.write_pos - st.active.run_start,
-            )
-        };
-        let fast = resident_bytes_of(&file);
+        let (written, ahead) = requested_ahead(&log);
         assert!(
-            fast >= written + run / 2 && fast <= written + run + MIB,
-            "{fast} bytes mapped for {written} written, {run} since the sync"
+            (PREFAULT_MIN / 2..=PREFAULT_AHEAD).contains(&ahead),
+            "{ahead} bytes requested ahead of a fast writer"
         );
+        if crate::storage::pager::populates() {
+            // What was requested is faulted in, and nothing more. (The
+            // pages released behind the writer are not counted.)
+            let released = log.state.lock().active.seg.released();
+            let fast = resident_bytes_of(&file);
+            let expected = written + ahead - released;
+            assert!(
+                fast + page >= expected && fast <= expected + 2 * page,
+                "{fast} bytes mapped for {written} written, {ahead} ahead, {released} released"
+            );
+        }
         // The pages faulted in ahead are not data: a reopen without a
         // clean close ends the log where the writer stopped.
         let end = log.end_offset();

@@ -107,19 +107,27 @@ impl SegmentMap {
     }
 
     /// Faults in the pages of `start..end` of the active segment's map
-    /// without touching their bytes (see the `prefault` module). Pages
-    /// past the file's end are skipped with an error, never a `SIGBUS`.
-    pub(crate) fn populate(&self, start: u64, end: u64) {
-        let SegmentMap::Raw(m) = self else { return };
+    /// without changing their bytes (see `pager.rs`), as a write would.
+    /// Pages past the file's end fail the call with an error, never a
+    /// `SIGBUS`. Not a map of the active segment, or an empty range: `Ok`.
+    /// Elsewhere than on Linux (5.14 and later): `Unsupported`.
+    pub(crate) fn populate(&self, start: u64, end: u64) -> std::io::Result<()> {
+        let SegmentMap::Raw(m) = self else {
+            return Ok(());
+        };
         let page = io::page_size() as u64;
         let end = end.min(m.len() as u64);
         let start = start / page * page;
         if start >= end {
-            return;
+            return Ok(());
         }
         let (start, len) = (start as usize, (end - start) as usize);
-        if let Err(e) = m.advise_range(memmap2::Advice::PopulateWrite, start, len) {
-            tracing::trace!(error = %e, "prefaulting a segment map failed");
+        #[cfg(target_os = "linux")]
+        return m.advise_range(memmap2::Advice::PopulateWrite, start, len);
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (m, start, len);
+            Err(std::io::ErrorKind::Unsupported.into())
         }
     }
 
@@ -571,7 +579,8 @@ impl Segment {
     /// from this process (they stay in the page cache, so the kernel still
     /// writes them back and a later read finds them there; only the
     /// process's resident size stops growing with the data it has
-    /// touched). The pager thread does the unmapping (see `pager.rs`).
+    /// touched). The pager thread does the unmapping (see `pager.rs`), or
+    /// the caller when the pager's queue is full.
     /// The chunk just behind `pos` stays mapped for readers
     /// tailing it. A reader far behind the furthest one maps what it reads
     /// back in, and those pages stay until a reader reaches the end of the
@@ -601,6 +610,12 @@ impl Segment {
     pub(crate) fn release_all(&self, map: &Arc<SegmentMap>) {
         pager::release(map, 0, self.closed_len());
         self.released.store(0, Ordering::Release);
+    }
+
+    /// Pages below this were released by a sequential writer or reader;
+    /// the pager does not fault them back in.
+    pub(crate) fn released(&self) -> u64 {
+        self.released.load(Ordering::Acquire)
     }
 
     pub(crate) fn set_verified_from(&self, pos: u64) {

@@ -165,7 +165,9 @@ impl AppendOnly {
         self.chunks.get(c)?.get()?.get(slot)?.get()
     }
 
-    /// Appends partitions; readers see each once the length covers it.
+    /// Appends partitions; readers see all of them at once, when the
+    /// length is stored, so a keyed record never maps to a partition count
+    /// in between.
     fn extend(&self, logs: Vec<Arc<PartitionLog>>) {
         let _one = self.extending.lock();
         let mut len = self.len.load(Ordering::Acquire);
@@ -173,21 +175,50 @@ impl AppendOnly {
             let (c, slot) = locate(len);
             // Past MAX_PARTITIONS, which configuration refuses first.
             let Some(chunk) = self.chunks.get(c) else {
-                return;
+                break;
             };
             let chunk = chunk.get_or_init(|| (0..FIRST << c).map(|_| OnceLock::new()).collect());
             // Slots at or past `len` are empty (`extend` runs one at a
             // time), so the set succeeds.
             let _ = chunk[slot].set(log);
             len += 1;
-            self.len.store(len, Ordering::Release);
         }
+        self.len.store(len, Ordering::Release);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::Limits;
+
+    #[test]
+    fn a_growing_table_keeps_every_log_at_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            segment_bytes: 64 * 1024,
+            compacted: false,
+            retention_bytes: None,
+            retention_ms: None,
+            compression: crate::format::Compression::None,
+        };
+        let topic: Arc<str> = Arc::from("t");
+        let create =
+            |p| Arc::new(PartitionLog::create(dir.path(), Arc::clone(&topic), p, limits).unwrap());
+        let table = Partitions::local((0..10).map(create).collect());
+        assert_eq!(table.len(), 10);
+        assert!(table.get(10).is_none());
+        // Across the chunks of 16, 32 and 64 slots.
+        table.extend((10..60).map(create).collect());
+        table.extend((60..100).map(create).collect());
+        assert_eq!(table.len(), 100);
+        let view = table.view();
+        for p in 0..100 {
+            assert_eq!(view[p].partition, p as u32, "slot {p}");
+        }
+        assert!(view.get(100).is_none());
+        assert_eq!(table.to_vec().len(), 100);
+    }
 
     #[test]
     fn indexes_map_to_consecutive_slots_of_doubling_chunks() {
