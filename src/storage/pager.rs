@@ -109,10 +109,8 @@ pub(crate) fn populate(seg: &Arc<Segment>, map: &Arc<SegmentMap>, start: u64, en
     if start >= end || NO_POPULATE.load(Ordering::Relaxed) {
         return;
     }
-    let work = Work::Populate(Arc::clone(seg));
-    if let Err(job) = submit(map, start, end, work) {
-        drop(job);
-    }
+    // Not queued when the queue is full: it is only a hint.
+    let _ = submit(map, start, end, Work::Populate(Arc::clone(seg)));
 }
 
 /// Has the whole pages of `start..end` of `map` unmapped from this process

@@ -2770,9 +2770,7 @@ impl State {
             last,
             max_timestamp,
         );
-        a.sealed_end = a.write_pos;
-        a.seg.release_behind(&a.map, a.sealed_end);
-        a.prefault_ahead();
+        a.publish_sealed();
     }
 
     /// Appends a record larger than [`LARGE_RECORD_BYTES`] as a sealed
@@ -3006,6 +3004,16 @@ impl Active {
         self.write_pos = start + packed.len() as u64;
     }
 
+    /// Publishes everything written as sealed, to readers, and keeps the
+    /// mapped pages around the writer bounded: released behind it, faulted
+    /// in ahead of it (both by the pager). Every path that seals or copies
+    /// a batch ends here.
+    fn publish_sealed(&mut self) {
+        self.sealed_end = self.write_pos;
+        self.seg.release_behind(&self.map, self.sealed_end);
+        self.prefault_ahead();
+    }
+
     /// Has the pager (see `pager.rs`) fault in the pages ahead of the
     /// writer: as far ahead as the writer wrote in its current run, at most
     /// [`PREFAULT_AHEAD`], and only once that is [`PREFAULT_MIN`]. Called
@@ -3048,10 +3056,8 @@ impl Active {
     #[cold]
     fn prefault_range(&mut self, ahead: u64) {
         let want = (self.write_pos + ahead).min(self.capacity);
-        if want > self.allocated {
-            // An error here (a full disk) is the next append's to report.
-            let _ = self.grow(want);
-        }
+        // An error here (a full disk) is the next append's to report.
+        let _ = self.ensure_allocated(want);
         let start = self.prefaulted.max(self.write_pos);
         let end = want.min(self.allocated);
         if end > start {

@@ -417,9 +417,7 @@ impl State {
             h.max_timestamp,
         );
         a.write_pos += len;
-        a.sealed_end = a.write_pos;
-        a.seg.release_behind(&a.map, a.sealed_end);
-        a.prefault_ahead();
+        a.publish_sealed();
         self.next_offset = h.last_offset() + 1;
         self.producers.replay(h, batch);
         let e = h.leader_epoch;
