@@ -433,13 +433,32 @@ impl<'a> RecordParts<'a> {
         timestamp_delta: i64,
         offset_delta: i32,
     ) -> usize {
+        let p = self.put_prefix(dst, body, timestamp_delta, offset_delta);
+        let p = put_opt(dst, p, self.value);
+        self.put_headers(dst, p)
+    }
+
+    /// Writes the record's fields before the value (length, attributes,
+    /// deltas, key) at the start of `dst`; returns where they end.
+    #[inline]
+    fn put_prefix(
+        &self,
+        dst: &mut [u8],
+        body: usize,
+        timestamp_delta: i64,
+        offset_delta: i32,
+    ) -> usize {
         let mut p = write_varint(dst, 0, body as i64);
-        dst[p] = 0;
+        dst[p] = 0; // attributes
         p += 1;
         p = write_varint(dst, p, timestamp_delta);
         p = write_varint(dst, p, offset_delta as i64);
-        p = put_opt(dst, p, self.key);
-        p = put_opt(dst, p, self.value);
+        put_opt(dst, p, self.key)
+    }
+
+    /// Writes the header count and headers at `p`; returns where they end.
+    #[inline]
+    fn put_headers(&self, dst: &mut [u8], mut p: usize) -> usize {
         p = write_varint(dst, p, self.headers.len() as i64);
         for (name, value) in self.headers {
             p = put_opt(dst, p, Some(name.as_bytes()));
@@ -476,21 +495,13 @@ impl<'a> RecordParts<'a> {
             + varint_len(value_len);
         head.clear();
         head.resize(head_len, 0);
-        let mut p = write_varint(head, 0, body as i64);
-        p += 1; // attributes: 0
-        p = write_varint(head, p, timestamp_delta);
-        p = write_varint(head, p, offset_delta as i64);
-        p = put_opt(head, p, self.key);
-        p = write_varint(head, p, value_len);
+        let p = self.put_prefix(head, body, timestamp_delta, offset_delta);
+        let p = write_varint(head, p, value_len);
         debug_assert_eq!(p, head_len);
         let tail_len = varint_len(body as i64) + body - head_len - value.len();
         tail.clear();
         tail.resize(tail_len, 0);
-        let mut p = write_varint(tail, 0, self.headers.len() as i64);
-        for (name, v) in self.headers {
-            p = put_opt(tail, p, Some(name.as_bytes()));
-            p = put_opt(tail, p, Some(v));
-        }
+        let p = self.put_headers(tail, 0);
         debug_assert_eq!(p, tail_len);
         value
     }
