@@ -69,6 +69,7 @@ pub mod power_loss {
     //! `tests/power_loss.rs`. Not an API.
     pub use crate::io::power_loss::{History, LossMode, Op, Recorder, Replay, Rng};
 }
+mod bulk_arc;
 mod log;
 mod metrics;
 mod producer;

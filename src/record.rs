@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::bulk_arc::BulkArc;
 use crate::format::HeaderIter;
 
 /// A record to append: value, optional key and headers, optionally an
@@ -166,7 +167,7 @@ impl ReadRegion {
 
 /// `Bytes` owner for [`Message::key_bytes`] and [`Message::value_bytes`].
 struct RegionSlice {
-    region: Arc<ReadRegion>,
+    region: BulkArc<ReadRegion>,
     start: usize,
     end: usize,
 }
@@ -206,7 +207,7 @@ impl Field {
 /// deleted.
 #[derive(Clone)]
 pub struct Message {
-    pub(crate) region: Arc<ReadRegion>,
+    pub(crate) region: BulkArc<ReadRegion>,
     pub(crate) offset: u64,
     pub(crate) timestamp: i64,
     pub(crate) partition: u32,
@@ -261,7 +262,7 @@ impl Message {
     fn shared(&self, f: Field) -> Option<Bytes> {
         f.range().map(|r| {
             Bytes::from_owner(RegionSlice {
-                region: Arc::clone(&self.region),
+                region: self.region.clone(),
                 start: r.start,
                 end: r.end,
             })

@@ -92,6 +92,7 @@ use super::producers::{self, AbortedTxn, Check, ProducerBatch, ProducerSnapshot,
 #[cfg(test)]
 use super::segment::{self, RELEASE_CHUNK};
 use super::segment::{scan_batches, share_region, IndexBuilder, Scan, Segment, SegmentMap};
+use crate::bulk_arc::BulkArc;
 use crate::error::{Error, Result};
 use crate::format::{
     self, varint_len, BatchHeader, Compression, NewBatch, RecordParts, RecordView,
@@ -2172,7 +2173,7 @@ impl ReadError {
 /// holds `max`. With `count == u32::MAX` decodes until the end of `batch`.
 #[allow(clippy::too_many_arguments)]
 fn decode_records(
-    region: &Arc<ReadRegion>,
+    region: &BulkArc<ReadRegion>,
     partition: u32,
     batch: std::ops::Range<usize>,
     mut pos: usize,
@@ -2184,13 +2185,19 @@ fn decode_records(
     out: &mut Vec<Message>,
 ) -> std::result::Result<(), format::FormatError> {
     let bytes = &region.bytes()[..batch.end];
+    // One reference per message, taken at once: at most one per record
+    // left (each takes at least 7 bytes) and per message wanted.
+    let most = (count as usize)
+        .min(max.saturating_sub(out.len()))
+        .min(batch.end.saturating_sub(pos) / 7);
+    let mut refs = region.reserve(most);
     let mut i = 0u32;
     while i < count && pos < batch.end && out.len() < max {
         let r = RecordView::decode(bytes, pos)?;
         let offset = base_offset + r.offset_delta as u64;
         if offset >= from {
             out.push(Message {
-                region: Arc::clone(region),
+                region: refs.take(),
                 offset,
                 timestamp: base_timestamp.wrapping_add(r.timestamp_delta),
                 partition,

@@ -23,6 +23,7 @@ use memmap2::{Mmap, MmapRaw};
 use parking_lot::Mutex;
 
 use super::pager;
+use crate::bulk_arc::BulkArc;
 use crate::error::{Error, Result};
 use crate::format::{validate_batch, BatchHeader};
 use crate::io;
@@ -150,9 +151,9 @@ pub(crate) fn share_region(
     map: &Arc<SegmentMap>,
     start: u64,
     end: u64,
-) -> Arc<ReadRegion> {
+) -> BulkArc<ReadRegion> {
     debug_assert!(start <= end);
-    Arc::new(ReadRegion {
+    BulkArc::new(ReadRegion {
         topic: Arc::clone(topic),
         _map: Arc::clone(map),
         // SAFETY: `start` is within the mapping (the caller's guarantee).
