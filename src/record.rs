@@ -259,6 +259,12 @@ impl Message {
         }
     }
 
+    /// The bytes of its key and value (for the metrics), read from the
+    /// message alone.
+    pub(crate) fn payload_len(&self) -> usize {
+        self.key.len.max(0) as usize + self.value.len.max(0) as usize
+    }
+
     fn shared(&self, f: Field) -> Option<Bytes> {
         f.range().map(|r| {
             Bytes::from_owner(RegionSlice {

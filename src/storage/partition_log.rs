@@ -1829,10 +1829,7 @@ impl PartitionLog {
         }
         let returned = &out[initial..];
         if !returned.is_empty() {
-            let bytes: usize = returned
-                .iter()
-                .map(|m| m.key().map_or(0, <[u8]>::len) + m.value().map_or(0, <[u8]>::len))
-                .sum();
+            let bytes: usize = returned.iter().map(Message::payload_len).sum();
             self.reads
                 .records_out
                 .fetch_add(returned.len() as u64, Ordering::Relaxed);
