@@ -154,6 +154,7 @@ unsafe impl Send for ReadRegion {}
 unsafe impl Sync for ReadRegion {}
 
 impl ReadRegion {
+    #[inline]
     pub(crate) fn bytes(&self) -> &[u8] {
         // SAFETY: `ptr..ptr+len` lies within the mapped file below the
         // length published to readers when the region was made; brook never
@@ -196,6 +197,7 @@ impl Field {
         }
     }
 
+    #[inline]
     fn range(self) -> Option<std::ops::Range<usize>> {
         (self.len >= 0).then(|| self.start as usize..self.start as usize + self.len as usize)
     }
@@ -221,31 +223,37 @@ pub struct Message {
 
 impl Message {
     /// The topic it was read from.
+    #[inline]
     pub fn topic(&self) -> &str {
         &self.region.topic
     }
 
     /// The partition it was read from.
+    #[inline]
     pub fn partition(&self) -> u32 {
         self.partition
     }
 
     /// Its offset.
+    #[inline]
     pub fn offset(&self) -> u64 {
         self.offset
     }
 
     /// Its timestamp, milliseconds since the Unix epoch.
+    #[inline]
     pub fn timestamp(&self) -> i64 {
         self.timestamp
     }
 
     /// Its key, if any.
+    #[inline]
     pub fn key(&self) -> Option<&[u8]> {
         self.key.range().map(|r| &self.region.bytes()[r])
     }
 
     /// Its value; `None` for a tombstone.
+    #[inline]
     pub fn value(&self) -> Option<&[u8]> {
         self.value.range().map(|r| &self.region.bytes()[r])
     }
