@@ -29,6 +29,11 @@ struct Inner<T> {
 /// limit as `Arc`'s).
 const MAX_COUNT: usize = isize::MAX as usize;
 
+/// The most one [`BulkArc::reserve`] takes. Small beside [`MAX_COUNT`], so
+/// that, as with `Arc`'s increments of one, racing adds cannot wrap the
+/// count before one of them sees it past `MAX_COUNT` and aborts.
+const MAX_RESERVE: usize = u32::MAX as usize;
+
 // SAFETY: a `BulkArc<T>` gives shared access to `T` from any thread and may
 // drop it on any thread, as `Arc<T>` does; so it needs `T: Send + Sync`.
 unsafe impl<T: Send + Sync> Send for BulkArc<T> {}
@@ -55,19 +60,21 @@ impl<T> BulkArc<T> {
         unsafe { self.inner.as_ref() }
     }
 
-    /// Adds `n` to the count; aborts, as `Arc` does, rather than overflow.
+    /// Adds `n` (at most [`MAX_RESERVE`]) to the count; aborts, as `Arc`
+    /// does, rather than overflow.
     fn add(&self, n: usize) {
+        debug_assert!(n <= MAX_RESERVE);
         let old = self.inner().count.fetch_add(n, Ordering::Relaxed);
-        if old > MAX_COUNT - n.min(MAX_COUNT) {
+        if old > MAX_COUNT - n {
             std::process::abort();
         }
     }
 
-    /// Takes `n` references at once, to be handed out by
-    /// [`Reserved::take`]; those not taken are given back when the
-    /// `Reserved` is dropped.
+    /// Takes `n` references at once (at most `u32::MAX`; `take` counts any
+    /// beyond that one by one), to be handed out by [`Reserved::take`];
+    /// those not taken are given back when the `Reserved` is dropped.
     pub(crate) fn reserve(&self, n: usize) -> Reserved<'_, T> {
-        let n = n.min(MAX_COUNT);
+        let n = n.min(MAX_RESERVE);
         if n > 0 {
             self.add(n);
         }
@@ -155,11 +162,13 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
 
-    /// Counts its drops.
-    struct Tracked(Arc<AtomicUsize>);
+    /// Counts its drops; `1` while alive.
+    struct Tracked(Arc<AtomicUsize>, u64);
 
     impl Drop for Tracked {
         fn drop(&mut self) {
+            assert_eq!(self.1, 1, "dropped twice");
+            self.1 = 0;
             self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -171,7 +180,7 @@ mod tests {
     #[test]
     fn reserved_references_are_counted_and_surplus_given_back() {
         let drops = Arc::new(AtomicUsize::new(0));
-        let s = BulkArc::new(Tracked(Arc::clone(&drops)));
+        let s = BulkArc::new(Tracked(Arc::clone(&drops), 1));
         let mut handed = Vec::new();
         {
             let mut r = s.reserve(5);
@@ -200,12 +209,12 @@ mod tests {
     #[test]
     fn handles_dropped_on_many_threads_free_the_value_once() {
         let drops = Arc::new(AtomicUsize::new(0));
-        for _ in 0..50 {
-            let s = BulkArc::new(Tracked(Arc::clone(&drops)));
-            let mut r = s.reserve(64);
+        for round in 0..50 {
+            let s = BulkArc::new(Tracked(Arc::clone(&drops), 1));
+            // Fewer reserved than taken in even rounds, more in odd ones:
+            // both the counted clones and the give-back run.
+            let mut r = s.reserve(if round % 2 == 0 { 64 } else { 150 });
             let handles: Vec<BulkArc<Tracked>> = (0..100).map(|_| r.take()).collect();
-            drop(r);
-            drop(s);
             let mut chunks: Vec<Vec<BulkArc<Tracked>>> = Vec::new();
             let mut it = handles.into_iter();
             for _ in 0..4 {
@@ -213,12 +222,23 @@ mod tests {
             }
             let threads: Vec<_> = chunks
                 .into_iter()
-                .map(|c| std::thread::spawn(move || drop(c)))
+                .map(|c| {
+                    std::thread::spawn(move || {
+                        for h in c {
+                            assert_eq!(h.1, 1, "read while alive");
+                            drop(h);
+                        }
+                    })
+                })
                 .collect();
+            // The reservation and the first handle go while the threads
+            // drop theirs.
+            drop(r);
+            drop(s);
             for t in threads {
                 t.join().unwrap();
             }
+            assert_eq!(drops.load(Ordering::SeqCst), round + 1);
         }
-        assert_eq!(drops.load(Ordering::SeqCst), 50);
     }
 }
