@@ -2216,6 +2216,32 @@ fn decode_records(
     Ok(())
 }
 
+/// Asks the CPU for the four cache lines after `next`, where the next
+/// appends will store, in a writable state. The pager zeroed those pages
+/// on the other core; fetched here while the caller still has work to do,
+/// they no longer hold up the partition mutex's release, a locked
+/// instruction that waits for the record's stores to complete (that
+/// release was 12 % of a single append in `perf annotate`, 5 % with this;
+/// criterion `append` 198 → 177 ns, medians of 11 alternating pairs). A
+/// prefetch is only a hint: it never faults, whatever the address, and a
+/// CPU without `PREFETCHW` treats it as a no-op.
+#[inline(always)]
+fn prefetch_for_write(next: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+        for line in 1..=4 {
+            // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 CPU has
+            // (it is in the target's baseline). It reads and writes no
+            // memory: a prefetch of any address, mapped or not, is allowed
+            // and cannot fault, so `wrapping_add` past the map is fine.
+            unsafe { _mm_prefetch::<_MM_HINT_ET0>(next.wrapping_add(64 * line).cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = next;
+}
+
 /// Tests stop a compaction after a step to play a crash (see
 /// `io::faults::crash_compaction_after`).
 fn crash_point(step: u32) -> Result<()> {
@@ -2694,6 +2720,7 @@ impl State {
         open.count += (offset - first) as u32;
         open.max_timestamp = max_timestamp;
         a.write_pos += pos as u64;
+        prefetch_for_write(a.map.mut_ptr().wrapping_add(a.write_pos as usize));
         self.next_offset = offset;
         self.bytes_in += pos as u64;
         rest
