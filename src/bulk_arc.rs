@@ -70,6 +70,12 @@ impl<T> BulkArc<T> {
         }
     }
 
+    /// The current count (for tests).
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> usize {
+        self.inner().count.load(Ordering::SeqCst)
+    }
+
     /// Takes `n` references at once (at most `u32::MAX`; `take` counts any
     /// beyond that one by one), to be handed out by [`Reserved::take`];
     /// those not taken are given back when the `Reserved` is dropped.
@@ -173,10 +179,6 @@ mod tests {
         }
     }
 
-    fn count<T>(s: &BulkArc<T>) -> usize {
-        s.inner().count.load(Ordering::SeqCst)
-    }
-
     #[test]
     fn reserved_references_are_counted_and_surplus_given_back() {
         let drops = Arc::new(AtomicUsize::new(0));
@@ -184,24 +186,24 @@ mod tests {
         let mut handed = Vec::new();
         {
             let mut r = s.reserve(5);
-            assert_eq!(count(&s), 6);
+            assert_eq!(s.count(), 6);
             for _ in 0..3 {
                 handed.push(r.take());
             }
-            assert_eq!(count(&s), 6, "taking a reserved reference adds none");
+            assert_eq!(s.count(), 6, "taking a reserved reference adds none");
         }
-        assert_eq!(count(&s), 4, "the two not taken are given back");
+        assert_eq!(s.count(), 4, "the two not taken are given back");
         {
             let mut r = s.reserve(1);
             handed.push(r.take());
             handed.push(r.take()); // beyond the reservation: counted anew
         }
-        assert_eq!(count(&s), 6);
+        assert_eq!(s.count(), 6);
         drop(s);
         let last = handed.pop().unwrap();
         handed.clear();
         assert_eq!(drops.load(Ordering::SeqCst), 0, "a handle is still alive");
-        assert_eq!(count(&last), 1);
+        assert_eq!(last.count(), 1);
         drop(last);
         assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped exactly once");
     }

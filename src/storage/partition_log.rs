@@ -3220,6 +3220,40 @@ mod tests {
         }
     }
 
+    /// A batch whose third record is malformed: the two before it are
+    /// returned, the read fails, and the region's count is exactly one
+    /// per message left plus the reader's own (no reference leaked or
+    /// lost by the bulk reservation).
+    #[test]
+    fn a_failed_decode_leaves_the_region_counted_once_per_message() {
+        let mut bytes = vec![0u8; 1024];
+        let mut pos = 0;
+        for (i, v) in [&b"one"[..], b"two"].iter().enumerate() {
+            let parts = RecordParts::new(Some(b"k"), Some(v), &[]);
+            pos += parts.encode(&mut bytes[pos..], 0, i as i32);
+        }
+        // A record whose length runs past the batch.
+        bytes[pos] = 0x7e; // zig-zag 63
+        bytes[pos + 1] = 0;
+        let end = pos + 10;
+        let map = Arc::new(SegmentMap::Heap(bytes.into_boxed_slice()));
+        let region = share_region(&topic(), &map, 0, end as u64);
+        let mut out = Vec::new();
+        let result = decode_records(&region, 0, 0..end, 0, 5, 100, 0, 0, 10, &mut out);
+        assert!(result.is_err(), "the third record is malformed");
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].value(), Some(&b"two"[..]));
+        assert_eq!(region.count(), 3, "the reader's and one per message");
+        out.truncate(1);
+        assert_eq!(region.count(), 2);
+        // A read that stops at `max` gives back what it reserved beyond.
+        let mut more = Vec::new();
+        decode_records(&region, 0, 0..end, 0, 2, 100, 0, 0, 1, &mut more).unwrap();
+        assert_eq!((more.len(), region.count()), (1, 3));
+        drop((out, more));
+        assert_eq!(region.count(), 1);
+    }
+
     #[test]
     fn concurrent_durable_appenders_are_covered_when_sync_returns_and_share_fsyncs() {
         const THREADS: usize = 8;
