@@ -70,6 +70,16 @@ impl<T> BulkArc<T> {
         }
     }
 
+    /// A handle for a reference the caller has already added to the
+    /// count (by `clone` or `reserve`); it adds none.
+    #[inline]
+    fn counted_handle(&self) -> BulkArc<T> {
+        BulkArc {
+            inner: self.inner,
+            _owns: PhantomData,
+        }
+    }
+
     /// The current count (for tests).
     #[cfg(test)]
     pub(crate) fn count(&self) -> usize {
@@ -96,10 +106,7 @@ impl<T> Clone for BulkArc<T> {
         // Relaxed, as in `Arc`: a new reference is made from an existing
         // one, so the count cannot be zero and no data is published.
         self.add(1);
-        BulkArc {
-            inner: self.inner,
-            _owns: PhantomData,
-        }
+        self.counted_handle()
     }
 }
 
@@ -143,10 +150,7 @@ impl<T> Reserved<'_, T> {
         }
         self.left -= 1;
         // The reference was counted by `reserve`.
-        BulkArc {
-            inner: self.shared.inner,
-            _owns: PhantomData,
-        }
+        self.shared.counted_handle()
     }
 }
 

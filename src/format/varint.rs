@@ -37,6 +37,12 @@ fn write_varint_long(dst: &mut [u8], mut pos: usize, mut z: u64) -> usize {
     pos + 1
 }
 
+/// The value of zig-zag code `z`.
+#[inline(always)]
+pub(crate) fn unzigzag(z: u64) -> i64 {
+    ((z >> 1) as i64) ^ -((z & 1) as i64)
+}
+
 /// A forward reader for the hot decode path: `None` on any malformation,
 /// with every step inlined so values stay in registers.
 pub(crate) struct Cursor<'a> {
@@ -70,13 +76,13 @@ impl Cursor<'_> {
         if z > u32::MAX as u64 {
             return None;
         }
-        Some((((z >> 1) as i64) ^ -((z & 1) as i64)) as i32)
+        Some(unzigzag(z) as i32)
     }
 
     #[inline(always)]
     pub(crate) fn varlong(&mut self) -> Option<i64> {
         let z = self.raw(10)?;
-        Some(((z >> 1) as i64) ^ -((z & 1) as i64))
+        Some(unzigzag(z))
     }
 
     /// A length-prefixed field: `Some(None)` for null (-1).
@@ -135,7 +141,7 @@ mod tests {
         for bits in 0..64 {
             for z in [1u64 << bits, (1u64 << bits) - 1, (1u64 << bits) | 1] {
                 // Undo the zig-zag to get a value that encodes to `z`.
-                let v = ((z >> 1) as i64) ^ -((z & 1) as i64);
+                let v = unzigzag(z);
                 let mut buf = [0u8; 10];
                 assert_eq!(varint_len(v), write_varint(&mut buf, 0, v), "z = {z:#x}");
             }
