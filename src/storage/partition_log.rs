@@ -1755,6 +1755,9 @@ impl PartitionLog {
         committed: bool,
         cap: u64,
     ) -> Result<u64> {
+        // The regions of this thread's earlier reads go now if their
+        // messages are gone (see `bulk_arc`'s deferred decrements).
+        crate::bulk_arc::flush();
         if max == 0 {
             // No records wanted, but the offset is still checked.
             let st = self.state.lock();
