@@ -207,6 +207,13 @@ impl Field {
 /// owns its bytes, which are shared with the segment's memory map (no
 /// copy), so a `Message` stays valid after the log is closed or the segment
 /// deleted.
+///
+/// Dropping the messages of one read costs one atomic operation, not one
+/// each: a thread counts the messages of a read it drops and gives the
+/// read's share of the map back when it drops a message of another read,
+/// reads again, or exits. Until then the map stays mapped (and a deleted
+/// segment's disk space stays in use) — at most one read's worth per
+/// thread.
 #[derive(Clone)]
 pub struct Message {
     pub(crate) region: BulkArc<ReadRegion>,
