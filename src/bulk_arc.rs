@@ -363,6 +363,22 @@ mod tests {
         assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped exactly once");
     }
 
+    /// Drops each chunk's handles on a thread of its own, checking each
+    /// value is alive when its handle goes.
+    fn drop_on_threads(chunks: Vec<Vec<BulkArc<Tracked>>>) -> Vec<std::thread::JoinHandle<()>> {
+        chunks
+            .into_iter()
+            .map(|c| {
+                std::thread::spawn(move || {
+                    for h in c {
+                        assert_eq!(h.1, 1, "read while alive");
+                        drop(h);
+                    }
+                })
+            })
+            .collect()
+    }
+
     /// Handles of three values, interleaved, dropped on four threads: every
     /// switch between values applies a thread's waiting decrements, and
     /// each value is freed exactly once, after its last handle.
@@ -377,17 +393,7 @@ mod tests {
             // Runs of 1 to 4 handles of one value, then another.
             chunks[i % 4].push(values[(i / (1 + i % 4)) % 3].clone());
         }
-        let threads: Vec<_> = chunks
-            .into_iter()
-            .map(|c| {
-                std::thread::spawn(move || {
-                    for h in c {
-                        assert_eq!(h.1, 1, "read while alive");
-                        drop(h);
-                    }
-                })
-            })
-            .collect();
+        let threads = drop_on_threads(chunks);
         for t in threads {
             t.join().unwrap();
         }
@@ -417,17 +423,7 @@ mod tests {
             for _ in 0..4 {
                 chunks.push(it.by_ref().take(25).collect());
             }
-            let threads: Vec<_> = chunks
-                .into_iter()
-                .map(|c| {
-                    std::thread::spawn(move || {
-                        for h in c {
-                            assert_eq!(h.1, 1, "read while alive");
-                            drop(h);
-                        }
-                    })
-                })
-                .collect();
+            let threads = drop_on_threads(chunks);
             // The reservation and the first handle go while the threads
             // drop theirs.
             drop(r);
