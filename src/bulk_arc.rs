@@ -231,33 +231,36 @@ impl Pending {
     /// The caller gives up one counted handle of `value`, whose count
     /// `release` subtracts from.
     unsafe fn replace(&self, value: *const (), release: unsafe fn(*const (), usize)) {
-        let old = (self.value.get(), self.count.get(), self.release.get());
-        // The slot is consistent before the old value is released, so a
-        // drop run by that release (of whatever the value owns) finds it so.
-        self.value.set(value);
-        self.count.set(1);
-        self.release.set(release);
-        if old.1 > 0 {
-            // SAFETY: the slot counted `old.1` references of `old.0`, alive
-            // until they are subtracted here.
-            unsafe { (old.2)(old.0, old.1) };
-        }
+        // SAFETY: as this function's contract.
+        unsafe { self.swap(value, 1, release) };
     }
 
     /// Subtracts what waits.
     fn apply(&self) {
-        let (value, count, release) = (self.value.get(), self.count.get(), self.release.get());
-        if count == 0 {
-            return;
+        // SAFETY: an empty slot names nothing.
+        unsafe { self.swap(std::ptr::null(), 0, release_nothing) };
+    }
+
+    /// Puts `count` handles of `value` in the slot, then subtracts the
+    /// handles that waited there before. The slot is consistent before the
+    /// old value is released, so a drop run by that release (of whatever
+    /// the value owns) finds it so.
+    ///
+    /// # Safety
+    ///
+    /// The caller gives up `count` counted handles of `value`, whose count
+    /// `release` subtracts from (or `count` is 0 and `value` null).
+    unsafe fn swap(&self, value: *const (), count: usize, release: unsafe fn(*const (), usize)) {
+        let old_value = self.value.replace(value);
+        let old_count = self.count.replace(count);
+        let old_release = self.release.replace(release);
+        if old_count > 0 {
+            // SAFETY: the slot counted `old_count` references of
+            // `old_value` (a live `Inner` of the `T` that `old_release` was
+            // made for, as the handles it came from were), and gives them
+            // up here; the slot no longer names it.
+            unsafe { old_release(old_value, old_count) };
         }
-        self.value.set(std::ptr::null());
-        self.count.set(0);
-        self.release.set(release_nothing);
-        // SAFETY: the slot counted `count` references of `value` (a live
-        // `Inner` of the `T` that `release` was made for, as the handles
-        // it came from were), and gives them up here; the slot no longer
-        // names it.
-        unsafe { release(value, count) };
     }
 }
 
