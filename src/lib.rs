@@ -49,6 +49,7 @@
 
 #[cfg(feature = "tokio")]
 mod asynch;
+mod clock;
 mod cluster;
 mod config;
 mod consumer;
