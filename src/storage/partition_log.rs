@@ -132,13 +132,8 @@ pub(crate) const OPEN_BATCH_LINGER: std::time::Duration = std::time::Duration::f
 /// index, like Kafka) could overflow.
 const REL_OFFSET_MAX: u64 = i32::MAX as u64 / 2;
 
-/// Milliseconds since the Unix epoch (0 for a clock set before it): read
-/// for every record appended without a timestamp, so cheap (see
-/// `clock.rs`).
-#[inline]
-pub(crate) fn now_ms() -> i64 {
-    crate::clock::now_ms()
-}
+/// Record timestamps' clock, read for every record appended without one.
+pub(crate) use crate::clock::now_ms;
 
 /// Per-partition settings taken from the topic config.
 #[derive(Debug, Clone, Copy)]
