@@ -11,8 +11,12 @@
 //! Records are a 16-byte key and a 100-byte value, one partition,
 //! `SyncPolicy::Never` unless the workload says otherwise. Each throughput
 //! figure is the median of three timed runs after an untimed warm-up (this
-//! VM is slow to hand out page-cache memory that sat idle). Every log is
-//! written into a fresh temporary directory, removed afterwards.
+//! VM is slow to hand out page-cache memory that sat idle). Rows 1–3 run
+//! brook and the figure it is held against (commitlog; `write()` for 1 MiB
+//! values) alternately, five pairs after a warm-up of each, and report the
+//! median of the pairs' ratios: the VM's speed drifts within seconds, and
+//! a ratio of two medians taken a minute apart carried that drift. Every
+//! log is written into a fresh temporary directory, removed afterwards.
 //!
 //! ```text
 //! cargo bench --bench compare              # default size, about 5 minutes
@@ -326,28 +330,43 @@ fn write_chunks(dir: &Path, chunk: &[u8], n: u64) -> Duration {
     start.elapsed()
 }
 
+/// Medians of alternating runs (see [`paired`]).
+struct Paired {
+    ours: Duration,
+    theirs: Duration,
+    /// The median of the pairs' speed ratios (`theirs` time / `ours` time).
+    ratio: f64,
+}
+
 /// Runs `ours` and `theirs` alternately, each in a new directory, after a
-/// warm-up of each: five pairs. Returns the median of `ours` and the median
-/// of the pairs' speed ratios (`theirs` time / `ours` time).
+/// warm-up of each: five pairs. This VM's speed drifts within seconds (its
+/// host takes the CPU, memory that sat idle is slow to touch again), so a
+/// ratio is taken within each pair, where both saw the same machine, and
+/// the median of the five is reported.
 fn paired(
     mut ours: impl FnMut(&Path) -> Duration,
     mut theirs: impl FnMut(&Path) -> Duration,
-) -> (Duration, f64) {
+) -> Paired {
     for run in [&mut ours as &mut dyn FnMut(&Path) -> Duration, &mut theirs] {
         let warm = tempfile::tempdir().unwrap();
         run(warm.path());
     }
-    let mut times = Vec::new();
-    let mut ratios = Vec::new();
+    let (mut a, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
-        let a = ours(tempfile::tempdir().unwrap().path());
-        let b = theirs(tempfile::tempdir().unwrap().path());
-        times.push(a);
-        ratios.push(b.as_secs_f64() / a.as_secs_f64());
+        let x = ours(tempfile::tempdir().unwrap().path());
+        let y = theirs(tempfile::tempdir().unwrap().path());
+        a.push(x);
+        b.push(y);
+        ratios.push(y.as_secs_f64() / x.as_secs_f64());
     }
-    times.sort();
+    a.sort();
+    b.sort();
     ratios.sort_by(f64::total_cmp);
-    (times[2], ratios[2])
+    Paired {
+        ours: a[2],
+        theirs: b[2],
+        ratio: ratios[2],
+    }
 }
 
 fn per_sec(n: u64, d: Duration) -> f64 {
@@ -478,7 +497,7 @@ impl Limits {
 fn single_appends(size: &Size) -> Row {
     let keys = keys();
     let v = value(VALUE);
-    let brook = median_of_3(|dir| {
+    let brook_run = |dir: &Path| {
         let log = brook_log(dir, SyncPolicy::Never);
         let t = log.create_topic("t", TopicConfig::default()).unwrap();
         let start = Instant::now();
@@ -486,8 +505,8 @@ fn single_appends(size: &Size) -> Row {
             black_box(t.append(keys[i % keys.len()], &v).unwrap());
         }
         start.elapsed()
-    });
-    let commitlog = median_of_3(|dir| {
+    };
+    let commitlog_run = |dir: &Path| {
         let mut log = commitlog_at(dir, 1 << 20);
         let mut buf = MessageBuf::default();
         let start = Instant::now();
@@ -497,7 +516,8 @@ fn single_appends(size: &Size) -> Row {
             black_box(log.append(&mut buf).unwrap());
         }
         start.elapsed()
-    });
+    };
+    let vs_commitlog = paired(brook_run, commitlog_run);
     let redb = median_of_3(|dir| {
         let db = redb_at(dir);
         let record = [&keys[0][..], &v].concat();
@@ -506,15 +526,19 @@ fn single_appends(size: &Size) -> Row {
         start.elapsed()
     });
     let (b, c, r) = (
-        per_sec(size.single, brook),
-        per_sec(size.single, commitlog),
+        per_sec(size.single, vs_commitlog.ours),
+        per_sec(size.single, vs_commitlog.theirs),
         per_sec(size.single_redb, redb),
     );
     Row {
         brook: millions(b),
         commitlog: millions(c),
         redb: format!("{} (a transaction each)", millions(r)),
-        ratio: format!("{} commitlog, {} redb", ratio(b, c), ratio(b, r)),
+        ratio: format!(
+            "{:.2}× commitlog (alternating runs), {} redb",
+            vs_commitlog.ratio,
+            ratio(b, r)
+        ),
         ..row(
             "1. `append` one record at a time",
             "≥ 5 M/s and ≥ 5× commitlog",
@@ -528,7 +552,7 @@ fn batched_appends(size: &Size, limits: &Limits) -> Row {
     let records = brook_batch(&keys, &v, BATCH);
     let calls = size.batched / BATCH as u64;
     let mut brook_bytes = 0;
-    let brook = median_of_3(|dir| {
+    let mut brook_run = |dir: &Path| {
         let log = brook_log(dir, SyncPolicy::Never);
         let t = log.create_topic("t", TopicConfig::default()).unwrap();
         let start = Instant::now();
@@ -539,8 +563,8 @@ fn batched_appends(size: &Size, limits: &Limits) -> Row {
         log.close().unwrap();
         brook_bytes = dir_bytes(dir);
         elapsed
-    });
-    let commitlog = median_of_3(|dir| {
+    };
+    let commitlog_run = |dir: &Path| {
         let mut log = commitlog_at(dir, 1 << 20);
         let mut buf = commitlog_batch(&keys, &v, BATCH);
         let start = Instant::now();
@@ -548,11 +572,11 @@ fn batched_appends(size: &Size, limits: &Limits) -> Row {
             black_box(log.append(&mut buf).unwrap());
         }
         start.elapsed()
-    });
+    };
     // The same, building (encoding and checksumming) the batch in each
-    // call, as brook's `send_batch` does from its records: the row above
+    // call, as brook's `send_batch` does from its records: the one above
     // re-appends one buffer encoded before the clock starts.
-    let commitlog_encoding = median_of_3(|dir| {
+    let commitlog_encoding_run = |dir: &Path| {
         let mut log = commitlog_at(dir, 1 << 20);
         let mut buf = MessageBuf::default();
         let start = Instant::now();
@@ -564,7 +588,11 @@ fn batched_appends(size: &Size, limits: &Limits) -> Row {
             black_box(log.append(&mut buf).unwrap());
         }
         start.elapsed()
-    });
+    };
+    let vs_commitlog = paired(&mut brook_run, commitlog_run);
+    let vs_encoding = paired(&mut brook_run, commitlog_encoding_run);
+    let (brook, commitlog, commitlog_encoding) =
+        (vs_commitlog.ours, vs_commitlog.theirs, vs_encoding.theirs);
     let redb = median_of_3(|dir| {
         let db = redb_at(dir);
         let record = [&keys[0][..], &v].concat();
@@ -590,9 +618,9 @@ fn batched_appends(size: &Size, limits: &Limits) -> Row {
         redb: format!("{} (a transaction per 1,000)", millions(r)),
         limit: format!("{:.2} GB/s `write()`", limits.write_gbps),
         ratio: format!(
-            "{} commitlog ({} building its batches), {} redb, {:.0} % of `write()`",
-            ratio(b, c),
-            ratio(b, ce),
+            "{:.2}× commitlog ({:.2}× building its batches; alternating runs), {} redb, {:.0} % of `write()`",
+            vs_commitlog.ratio,
+            vs_encoding.ratio,
             ratio(b, r),
             100.0 * brook_gbps / limits.write_gbps
         ),
@@ -639,7 +667,11 @@ fn big_values(size: &Size, limits: &Limits) -> Row {
     // brook and `write()` alternate, so that each pair sees the same
     // machine (this VM's CPU is taken by its host at times, for seconds):
     // the ratio is the median of the pairs' ratios.
-    let (brook, vs_write) = paired(brook_run, write_run);
+    let Paired {
+        ours: brook,
+        ratio: vs_write,
+        ..
+    } = paired(brook_run, write_run);
     let commitlog = median_of_3(|dir| {
         let mut log = commitlog_at(dir, 2 * MIB as usize);
         let start = Instant::now();
