@@ -449,9 +449,10 @@ impl Limits {
         });
         let crc = median_of_3(|_| {
             let start = Instant::now();
+            // The implementation brook checksums its batches with.
             let mut crc = 0;
             for _ in 0..4 {
-                crc = crc32c::crc32c_append(crc, &src);
+                crc ^= crc_fast::crc32_iscsi(black_box(&src));
             }
             black_box(crc);
             start.elapsed()

@@ -65,7 +65,7 @@ pub fn batch(data: &[u8]) {
 
 /// Recomputes the CRC-32C of the batch occupying all of `b` (61+ bytes).
 fn fix_crc(b: &mut [u8]) {
-    let crc = crc32c::crc32c(&b[21..]);
+    let crc = crate::format::crc::crc32c(&b[21..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 

@@ -96,7 +96,7 @@ struct CleanCheckpoint {
 /// Writes `value` as `<crc32c hex>\n<json>` atomically.
 pub(crate) fn write_meta<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let json = serde_json::to_vec_pretty(value).expect("metadata serializes");
-    let mut out = format!("{:08x}\n", crc32c::crc32c(&json)).into_bytes();
+    let mut out = format!("{:08x}\n", crate::format::crc::crc32c(&json)).into_bytes();
     out.extend_from_slice(&json);
     io::write_atomic(path, &out)
 }
@@ -116,7 +116,7 @@ pub(crate) fn read_meta<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Opt
         .and_then(|s| u32::from_str_radix(s, 16).ok())
         .ok_or_else(|| corrupt("unreadable checksum line".into()))?;
     let json = &bytes[nl + 1..];
-    if crc32c::crc32c(json) != stored {
+    if crate::format::crc::crc32c(json) != stored {
         return Err(corrupt("CRC-32C mismatch".into()));
     }
     serde_json::from_slice(json)

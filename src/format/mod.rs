@@ -69,6 +69,7 @@
 //! compressed form.
 
 pub(crate) mod compression;
+pub(crate) mod crc;
 mod varint;
 
 pub use compression::Compression;
@@ -238,7 +239,7 @@ impl BatchHeader {
 
     /// Whether the stored CRC matches `batch` (the whole batch's bytes).
     pub(crate) fn crc_matches(&self, batch: &[u8]) -> bool {
-        crc32c::crc32c(&batch[ATTRIBUTES..]) == self.crc
+        crc::crc32c(&batch[ATTRIBUTES..]) == self.crc
     }
 }
 
@@ -257,7 +258,7 @@ pub(crate) fn validate_batch(batch: &[u8]) -> Result<BatchHeader, FormatError> {
         return Err(FormatError::new(format!(
             "CRC-32C mismatch: stored {:#010x}, computed {:#010x}",
             h.crc,
-            crc32c::crc32c(&batch[ATTRIBUTES..])
+            crc::crc32c(&batch[ATTRIBUTES..])
         )));
     }
     let (records, mut pos) = batch_records(&h, batch)?;
@@ -726,7 +727,7 @@ pub(crate) fn seal_batch(batch: &mut [u8], last_offset_delta: i32, max_timestamp
     put_i32(batch, LAST_OFFSET_DELTA, last_offset_delta);
     put_i64(batch, MAX_TIMESTAMP, max_timestamp);
     put_i32(batch, RECORDS_COUNT, count);
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES..]);
+    let crc = crc::crc32c(&batch[ATTRIBUTES..]);
     put_i32(batch, CRC, crc as i32);
 }
 
@@ -758,8 +759,8 @@ pub(crate) fn seal_header_pieces(
     put_i32(header, RECORDS_COUNT, count);
     let crc = records
         .iter()
-        .fold(crc32c::crc32c(&header[ATTRIBUTES..]), |crc, r| {
-            crc32c::crc32c_append(crc, r)
+        .fold(crc::crc32c(&header[ATTRIBUTES..]), |crc, r| {
+            crc::crc32c_append(crc, r)
         });
     put_i32(header, CRC, crc as i32);
 }
