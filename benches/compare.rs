@@ -12,9 +12,10 @@
 //! `SyncPolicy::Never` unless the workload says otherwise. Each throughput
 //! figure is the median of three timed runs after an untimed warm-up (this
 //! VM is slow to hand out page-cache memory that sat idle). Rows 1–3 run
-//! brook and the figure it is held against (commitlog; `write()` for 1 MiB
-//! values) alternately, five pairs after a warm-up of each, and report the
-//! median of the pairs' ratios: the VM's speed drifts within seconds, and
+//! brook and the figures it is held against (commitlog, both ways for row
+//! 2; `write()` for 1 MiB values) alternately, five rounds after a warm-up
+//! of each, and report the median of the rounds' ratios: the VM's speed
+//! drifts within seconds, and
 //! a ratio of two medians taken a minute apart carried that drift. Every
 //! log is written into a fresh temporary directory, removed afterwards.
 //!
@@ -330,43 +331,61 @@ fn write_chunks(dir: &Path, chunk: &[u8], n: u64) -> Duration {
     start.elapsed()
 }
 
-/// Medians of alternating runs (see [`paired`]).
+/// Medians of alternating runs (see [`alternating`]).
 struct Paired {
     ours: Duration,
     theirs: Duration,
-    /// The median of the pairs' speed ratios (`theirs` time / `ours` time).
+    /// The median of the rounds' speed ratios (`theirs` time / `ours` time).
     ratio: f64,
 }
 
-/// Runs `ours` and `theirs` alternately, each in a new directory, after a
-/// warm-up of each: five pairs. This VM's speed drifts within seconds (its
-/// host takes the CPU, memory that sat idle is slow to touch again), so a
-/// ratio is taken within each pair, where both saw the same machine, and
-/// the median of the five is reported.
-fn paired(
+/// Runs `ours` and then each of `theirs`, each in a new directory, five
+/// rounds after a warm-up of each; returns one [`Paired`] per entry of
+/// `theirs`. This VM's speed drifts within seconds (its host takes the
+/// CPU, memory that sat idle is slow to touch again), so a ratio is taken
+/// within each round, where both saw the same machine, and the median of
+/// the five is reported; all of them share `ours`'s runs.
+fn alternating(
     mut ours: impl FnMut(&Path) -> Duration,
-    mut theirs: impl FnMut(&Path) -> Duration,
-) -> Paired {
-    for run in [&mut ours as &mut dyn FnMut(&Path) -> Duration, &mut theirs] {
-        let warm = tempfile::tempdir().unwrap();
-        run(warm.path());
+    theirs: &mut [&mut dyn FnMut(&Path) -> Duration],
+) -> Vec<Paired> {
+    ours(tempfile::tempdir().unwrap().path());
+    for run in theirs.iter_mut() {
+        run(tempfile::tempdir().unwrap().path());
     }
-    let (mut a, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut a = Vec::new();
+    let mut b = vec![Vec::new(); theirs.len()];
+    let mut ratios = vec![Vec::new(); theirs.len()];
     for _ in 0..5 {
         let x = ours(tempfile::tempdir().unwrap().path());
-        let y = theirs(tempfile::tempdir().unwrap().path());
         a.push(x);
-        b.push(y);
-        ratios.push(y.as_secs_f64() / x.as_secs_f64());
+        for (j, run) in theirs.iter_mut().enumerate() {
+            let y = run(tempfile::tempdir().unwrap().path());
+            b[j].push(y);
+            ratios[j].push(y.as_secs_f64() / x.as_secs_f64());
+        }
     }
     a.sort();
-    b.sort();
-    ratios.sort_by(f64::total_cmp);
-    Paired {
-        ours: a[2],
-        theirs: b[2],
-        ratio: ratios[2],
-    }
+    b.iter_mut()
+        .zip(&mut ratios)
+        .map(|(b, r)| {
+            b.sort();
+            r.sort_by(f64::total_cmp);
+            Paired {
+                ours: a[2],
+                theirs: b[2],
+                ratio: r[2],
+            }
+        })
+        .collect()
+}
+
+/// [`alternating`] against one peer: five pairs.
+fn paired(
+    ours: impl FnMut(&Path) -> Duration,
+    mut theirs: impl FnMut(&Path) -> Duration,
+) -> Paired {
+    alternating(ours, &mut [&mut theirs]).remove(0)
 }
 
 fn per_sec(n: u64, d: Duration) -> f64 {
@@ -565,7 +584,7 @@ fn batched_appends(size: &Size, limits: &Limits) -> Row {
         brook_bytes = dir_bytes(dir);
         elapsed
     };
-    let commitlog_run = |dir: &Path| {
+    let mut commitlog_run = |dir: &Path| {
         let mut log = commitlog_at(dir, 1 << 20);
         let mut buf = commitlog_batch(&keys, &v, BATCH);
         let start = Instant::now();
@@ -577,7 +596,7 @@ fn batched_appends(size: &Size, limits: &Limits) -> Row {
     // The same, building (encoding and checksumming) the batch in each
     // call, as brook's `send_batch` does from its records: the one above
     // re-appends one buffer encoded before the clock starts.
-    let commitlog_encoding_run = |dir: &Path| {
+    let mut commitlog_encoding_run = |dir: &Path| {
         let mut log = commitlog_at(dir, 1 << 20);
         let mut buf = MessageBuf::default();
         let start = Instant::now();
@@ -590,8 +609,13 @@ fn batched_appends(size: &Size, limits: &Limits) -> Row {
         }
         start.elapsed()
     };
-    let vs_commitlog = paired(&mut brook_run, commitlog_run);
-    let vs_encoding = paired(&mut brook_run, commitlog_encoding_run);
+    // One brook run per round, against both.
+    let [vs_commitlog, vs_encoding]: [Paired; 2] = alternating(
+        &mut brook_run,
+        &mut [&mut commitlog_run, &mut commitlog_encoding_run],
+    )
+    .try_into()
+    .unwrap_or_else(|_| unreachable!("one result per peer"));
     let (brook, commitlog, commitlog_encoding) =
         (vs_commitlog.ours, vs_commitlog.theirs, vs_encoding.theirs);
     let redb = median_of_3(|dir| {
