@@ -12,6 +12,10 @@
 //!   A crash leaves the old or the new contents, never a mix.
 //! - Segment files grow by `posix_fallocate` before they are written through
 //!   a memory map, so running out of disk is an `Err`, never a `SIGBUS`.
+//!   (Durable appends also have their fsyncs write zeros ahead of the writer
+//!   so later fsyncs find written blocks: `Active::harden_ahead` in
+//!   `storage/partition_log.rs`. That is a page-cache write through the
+//!   map, not a file operation of its own.)
 //!
 //! Errors name the operation and the path.
 //!

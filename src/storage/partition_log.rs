@@ -124,6 +124,13 @@ const ALLOC_STEP_MAX: u64 = 64 * 1024 * 1024;
 const PREFAULT_AHEAD: u64 = 4 * 1024 * 1024;
 const PREFAULT_MIN: u64 = 256 * 1024;
 const PREFAULT_PACE: Duration = Duration::from_millis(50);
+/// Durable appends keep the file's blocks *written* (zeros) this far ahead
+/// of the writer, topped up when fewer than [`HARDEN_LOW`] bytes are left,
+/// and only while an fsync covers less than [`HARDEN_MAX_RUN`] of new data
+/// (see `Active::harden_ahead`).
+const HARDEN_AHEAD: u64 = 1024 * 1024;
+const HARDEN_LOW: u64 = 256 * 1024;
+const HARDEN_MAX_RUN: u64 = 64 * 1024;
 /// An open batch idle this long is sealed by the background thread, so the
 /// OS writes back valid batches even if nobody syncs.
 pub(crate) const OPEN_BATCH_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -258,6 +265,9 @@ struct Active {
     /// segment, or a run older than [`PREFAULT_PACE`] starts a new one.
     run_start: u64,
     run_began: Instant,
+    /// Bytes below this are known to be written blocks on disk (data, or
+    /// the zeros of [`harden_ahead`](Active::harden_ahead)).
+    hardened: u64,
     open: Option<OpenBatch>,
     ix: IndexBuilder,
 }
@@ -1392,11 +1402,12 @@ impl PartitionLog {
     /// The fsync of [`sync_to`](Self::sync_to), under `sync_lock`, once it
     /// found its target not yet durable.
     fn sync_locked(&self, rp: &mut RecoveryPoint, keep: bool) -> Result<()> {
-        let (mut files, active, dir_dirty, end, point) = {
+        let (mut files, active, dir_dirty, end, point, harden) = {
             let mut st = self.state.lock();
             if let Some((path, msg)) = &st.failed {
                 return Err(self.failed_error(path, msg));
             }
+            let harden = if keep { st.active.harden_ahead() } else { None };
             // A new run, before the seal asks for a window sized by the
             // old one: that window's zeros would be this fsync's to write.
             st.active.restart_run();
@@ -1412,8 +1423,14 @@ impl PartitionLog {
                 std::mem::take(&mut st.dir_dirty),
                 st.next_offset,
                 point,
+                harden,
             )
         };
+        if let Some((map, start, end)) = harden {
+            // Dirty zeros for this fsync to write; a failure (a kernel
+            // without `MADV_POPULATE_WRITE`) leaves them unwritten, as before.
+            let _ = map.populate(start, end);
+        }
         if let Some(f) = self.active_file(active, keep)? {
             files.push(f);
         }
@@ -3002,6 +3019,7 @@ impl Active {
             prefaulted: len,
             run_start: len,
             run_began: Instant::now(),
+            hardened: len,
             open: None,
             ix,
         })
@@ -3098,6 +3116,43 @@ impl Active {
         if self.write_pos + ahead >= self.prefaulted + ahead / 4 {
             self.prefault_range(ahead);
         }
+    }
+
+    /// Before the fsync of a durable append: if the writer is within
+    /// [`HARDEN_LOW`] of the end of the blocks known written, the range up
+    /// to [`HARDEN_AHEAD`] past it, for the fsync to write as zeros.
+    ///
+    /// Segment files grow by `posix_fallocate`, whose blocks are
+    /// *unwritten* extents on ext4 and XFS: the first writeback into one
+    /// converts it, a metadata change that `fdatasync` must commit to the
+    /// journal. Small durable appends land in a new page every few fsyncs
+    /// (every other one at 16 appenders of 126-byte records), and on this
+    /// machine such an fsync took 180–240 µs against 110–140 µs for one
+    /// that rewrote a page already written (a C probe of `fdatasync` after
+    /// `memcpy` into a shared map). Writing the zeros ahead once per
+    /// megabyte, in an fsync that happens anyway, converts the extents in
+    /// bulk: 16 durable appenders' fsyncs went from 183–217 µs to 126–150
+    /// µs on average, and their throughput from 57–65 to 78–91 k/s (`cargo
+    /// bench --bench compare -- --only=5 --quick`, three alternating pairs).
+    /// PostgreSQL zero-fills new WAL files for the same reason.
+    ///
+    /// Only while each fsync covers little new data (less than
+    /// [`HARDEN_MAX_RUN`]): an fsync of large records converts one extent
+    /// per fsync anyway, and zeros ahead of it would double what it writes.
+    /// `None` if nothing is to be written, or the blocks cannot be
+    /// allocated (the next append reports that).
+    fn harden_ahead(&mut self) -> Option<(Arc<SegmentMap>, u64, u64)> {
+        let run = self.write_pos.saturating_sub(self.run_start);
+        if run >= HARDEN_MAX_RUN || self.hardened >= self.write_pos + HARDEN_LOW {
+            return None;
+        }
+        let start = self.hardened.max(self.write_pos);
+        let end = (self.write_pos + HARDEN_AHEAD).min(self.capacity);
+        if end <= start || self.ensure_allocated(end).is_err() {
+            return None;
+        }
+        self.hardened = end;
+        Some((Arc::clone(&self.map), start, end))
     }
 
     fn restart_run(&mut self) {
@@ -3424,20 +3479,22 @@ mod tests {
                 st.active.prefaulted.saturating_sub(st.active.write_pos),
             )
         };
-        // Durable appends: every fsync restarts the run, so nothing is
-        // faulted in ahead: just the pages written, and the one being
-        // filled.
+        // Durable appends: every fsync restarts the run, so the pager is
+        // asked for nothing ahead; what is mapped ahead of the writer is
+        // only the zeros the fsyncs wrote (`Active::harden_ahead`).
         for _ in 0..2 * MIB / 1000 {
             log.append([(parts, 1_000)], |_, _| {}).unwrap();
             log.sync_to(log.end_offset()).unwrap();
         }
         crate::storage::pager::drain();
         let (written, ahead) = requested_ahead(&log);
+        let hardened = log.state.lock().active.hardened;
         let synced = resident_bytes_of(&file);
         assert_eq!(ahead, 0, "nothing requested ahead of a synced writer");
+        assert!(hardened <= written + HARDEN_AHEAD);
         assert!(
-            synced <= written.next_multiple_of(page),
-            "{synced} bytes mapped for {written} written and synced"
+            synced <= hardened.next_multiple_of(page),
+            "{synced} bytes mapped for {written} written and synced, {hardened} hardened"
         );
         // A slow writer, one that takes longer than PREFAULT_PACE for
         // PREFAULT_MIN, gets nothing either. (A loaded machine can only
@@ -3573,6 +3630,149 @@ mod tests {
         assert!(!Arc::ptr_eq(&before, &log.state.lock().active.seg));
         // Everything synced reads back after a crash-reopen.
         let n = log.read(0, usize::MAX).unwrap().len();
+        drop(log);
+        assert_eq!(
+            reopen_with(dir.path(), limits)
+                .read(0, usize::MAX)
+                .unwrap()
+                .len(),
+            n
+        );
+    }
+
+    /// Bytes of `start..end` of `path` that the file system reports as
+    /// unwritten or not yet allocated extents (`FIEMAP`, without syncing);
+    /// `None` if it does not answer `FIEMAP`.
+    #[cfg(target_os = "linux")]
+    fn unwritten_bytes(path: &Path, start: u64, end: u64) -> Option<u64> {
+        use std::os::fd::AsRawFd;
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Extent {
+            logical: u64,
+            physical: u64,
+            length: u64,
+            reserved64: [u64; 2],
+            flags: u32,
+            reserved: [u32; 3],
+        }
+        #[repr(C)]
+        struct Fiemap {
+            start: u64,
+            length: u64,
+            flags: u32,
+            mapped: u32,
+            count: u32,
+            reserved: u32,
+            extents: [Extent; 64],
+        }
+        const FS_IOC_FIEMAP: u64 = 0xC020_660B; // _IOWR('f', 11, struct fiemap)
+        const UNWRITTEN: u32 = 0x800;
+        const DELALLOC: u32 = 0x4;
+        let file = std::fs::File::open(path).ok()?;
+        let none = Extent {
+            logical: 0,
+            physical: 0,
+            length: 0,
+            reserved64: [0; 2],
+            flags: 0,
+            reserved: [0; 3],
+        };
+        let mut map = Fiemap {
+            start,
+            length: end - start,
+            flags: 0,
+            mapped: 0,
+            count: 64,
+            reserved: 0,
+            extents: [none; 64],
+        };
+        // SAFETY: `map` is a `struct fiemap` (same layout, `repr(C)`) with
+        // room for the `count` extents the kernel may write, and lives
+        // across the call; the descriptor is open.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP as _, &mut map) };
+        if rc != 0 {
+            return None;
+        }
+        let extents = &map.extents[..(map.mapped as usize).min(64)];
+        Some(
+            extents
+                .iter()
+                .filter(|e| e.flags & (UNWRITTEN | DELALLOC) != 0)
+                .map(|e| {
+                    (e.logical + e.length)
+                        .min(end)
+                        .saturating_sub(e.logical.max(start))
+                })
+                .sum(),
+        )
+    }
+
+    /// Durable appends (`sync_to`) have their fsync write the blocks up to
+    /// `HARDEN_AHEAD` past the writer as zeros, so the fsyncs after them
+    /// rewrite written blocks instead of converting unwritten extents; a
+    /// plain sync, or one that covers a large run, does not.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn durable_syncs_write_the_blocks_ahead_as_zeros() {
+        let limits = Limits {
+            segment_bytes: 8 << 20,
+            ..LIMITS
+        };
+        let file = |log: &PartitionLog| log.state.lock().active.seg.log_path.clone();
+        let positions = |log: &PartitionLog| {
+            let st = log.state.lock();
+            (st.active.write_pos, st.active.hardened)
+        };
+
+        let plain_dir = tempfile::tempdir().unwrap();
+        let plain = PartitionLog::create(plain_dir.path(), topic(), 0, limits).unwrap();
+        append_n(&plain, 0, 10, 100);
+        plain.sync().unwrap();
+        let (pos, hardened) = positions(&plain);
+        assert_eq!(hardened, 0, "a plain sync writes nothing ahead");
+        let page = io::page_size() as u64;
+        let ahead = pos.div_ceil(page) * page..pos + HARDEN_LOW;
+        let Some(unwritten) = unwritten_bytes(&file(&plain), ahead.start, ahead.end) else {
+            eprintln!("skipped: the file system does not answer FIEMAP");
+            return;
+        };
+        if unwritten == 0 {
+            eprintln!("skipped: the file system has no unwritten extents");
+            return;
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
+        append_n(&log, 0, 10, 100);
+        log.sync_to(log.log_end_offset()).unwrap();
+        let (pos, hardened) = positions(&log);
+        assert_eq!(hardened, pos + HARDEN_AHEAD);
+        assert_eq!(unwritten_bytes(&file(&log), 0, hardened), Some(0));
+        let bytes = std::fs::read(file(&log)).unwrap();
+        assert!(bytes.len() as u64 >= hardened);
+        assert!(bytes[pos as usize..hardened as usize]
+            .iter()
+            .all(|&b| b == 0));
+
+        // An fsync of a large run writes nothing ahead; the next small one
+        // tops up once fewer than `HARDEN_LOW` bytes are left.
+        let from = log.log_end_offset() as usize;
+        append_n(&log, from, 8000, 100);
+        log.sync_to(log.log_end_offset()).unwrap();
+        let (pos, after_run) = positions(&log);
+        assert_eq!(after_run, hardened, "a large run is not followed by zeros");
+        assert!(pos + HARDEN_LOW > hardened);
+        let from = log.log_end_offset() as usize;
+        append_n(&log, from, 1, 100);
+        log.sync_to(log.log_end_offset()).unwrap();
+        let (pos, topped_up) = positions(&log);
+        assert_eq!(topped_up, pos + HARDEN_AHEAD);
+        assert_eq!(unwritten_bytes(&file(&log), 0, topped_up), Some(0));
+
+        // Every record reads back, after a reopen too.
+        let n = log.log_end_offset() as usize;
+        assert_eq!(log.read(0, usize::MAX).unwrap().len(), n);
         drop(log);
         assert_eq!(
             reopen_with(dir.path(), limits)
