@@ -875,6 +875,7 @@ fn durable(size: &Size, limits: &Limits) -> Vec<Row> {
         let t = log.create_topic("t", TopicConfig::default()).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let count = Arc::new(AtomicU64::new(0));
+        let cpu_before = process_cpu_time();
         let start = Instant::now();
         let handles: Vec<_> = (0..threads)
             .map(|w| {
@@ -894,6 +895,7 @@ fn durable(size: &Size, limits: &Limits) -> Vec<Row> {
             h.join().unwrap();
         }
         let elapsed = start.elapsed();
+        let cpu = process_cpu_time().saturating_sub(cpu_before);
         let n = count.load(Ordering::Relaxed);
         if threads == 1 {
             one_thread_latency = elapsed / n.max(1) as u32;
@@ -902,9 +904,10 @@ fn durable(size: &Size, limits: &Limits) -> Vec<Row> {
         let m = log.metrics();
         let p = m.partition("t", 0).unwrap();
         shares.push(format!(
-            "{:.1} appends per fsync, fsync {} mean",
+            "{:.1} appends per fsync, fsync {} mean, CPU {} per append",
             p.records_in as f64 / p.fsyncs.max(1) as f64,
-            micros(Duration::from_nanos(p.fsync_time_ns / p.fsyncs.max(1)))
+            micros(Duration::from_nanos(p.fsync_time_ns / p.fsyncs.max(1))),
+            micros(cpu / n.max(1) as u32)
         ));
         log.close().unwrap();
     }
@@ -970,6 +973,19 @@ fn durable(size: &Size, limits: &Limits) -> Vec<Row> {
             ..row("5. durable, 16 threads (group commit)", "≥ 10× one thread")
         },
     ]
+}
+
+/// User plus system CPU time of this process so far.
+fn process_cpu_time() -> Duration {
+    // SAFETY: `getrusage` writes one `rusage` into the zeroed value it is
+    // given, which lives across the call.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 fn many_partitions_and_open(size: &Size) -> Vec<Row> {
