@@ -76,7 +76,7 @@
 //! storage (a `Log`'s topic table, the cluster's metadata and partition
 //! locks, the offset and transaction stores) take theirs before any of
 //! these, and storage never calls back into them. The group-commit round
-//! (`group_commit.rs`), which followers of an fsync sleep on, is taken with
+//! (`group_commit.rs`), which followers of an fsync wait on, is taken with
 //! no other lock held, or by an fsync's leader under `sync_lock` alone.
 
 use std::path::{Path, PathBuf};
