@@ -26,9 +26,13 @@
 //! woken that way put 126 µs between two 197 µs fsyncs. So a follower
 //! first counts itself in (the gathering leader sees it at once), then
 //! polls the round, yielding the CPU between polls, for up to twice the last
-//! fsync's duration (at most [`MAX_PATIENCE`]), and sleeps only if the
-//! round has not ended by then; a gathering leader polls its group the same
-//! way. `cargo bench --bench compare -- --only=5 --quick` measured 16
+//! fsync's duration, and sleeps only if the round has not ended by then; a
+//! gathering leader polls its group the same way. Polling pays only where
+//! an fsync is short beside a wake-up: after an fsync longer than
+//! [`MAX_POLLED_FSYNC`] (a spinning disk, network storage) nobody polls,
+//! and a caller polls in its first wait only (`poll` of
+//! [`wait`](GroupCommit::wait)), so a sync lock held for long by something
+//! else than an fsync costs no CPU either. `cargo bench --bench compare -- --only=5 --quick` measured 16
 //! durable appenders at 58–77 k/s against 40–57 k/s asleep in three
 //! alternating pairs of runs (the gap between fsyncs down to about 50 µs),
 //! and at 36–45 against 32–35 k/s in three more pairs while the disk's
@@ -47,6 +51,8 @@ use std::time::{Duration, Instant};
 
 /// Longest a leader waits for its group, whatever the last fsync took.
 const MAX_PATIENCE: Duration = Duration::from_millis(2);
+/// After an fsync longer than this, followers and leaders sleep at once.
+const MAX_POLLED_FSYNC: Duration = Duration::from_micros(500);
 
 #[derive(Debug, Default)]
 struct Round {
@@ -75,8 +81,11 @@ pub(crate) struct GroupCommit {
     /// `Round::waiting`, for a leader polling without the lock.
     waiting: AtomicUsize,
     /// How long followers poll before they sleep, in nanoseconds: twice
-    /// the last fsync's duration, at most `max_patience`.
+    /// the last fsync's duration, or 0 after one longer than
+    /// `max_polled_fsync`.
     spin_ns: AtomicU64,
+    /// [`MAX_POLLED_FSYNC`]; tests set it.
+    max_polled_fsync: Duration,
 }
 
 impl Default for GroupCommit {
@@ -84,6 +93,7 @@ impl Default for GroupCommit {
         GroupCommit {
             round: Mutex::default(),
             max_patience: MAX_PATIENCE,
+            max_polled_fsync: MAX_POLLED_FSYNC,
             ended: Condvar::new(),
             joined: Condvar::new(),
             done: AtomicU64::new(0),
@@ -106,8 +116,9 @@ impl GroupCommit {
 
     /// As a follower: waits until round `seen` ends (or `timeout` passes;
     /// the sync lock may be held by something other than an fsync, which
-    /// ends no round), polling first, then asleep.
-    pub(crate) fn wait(&self, seen: u64, timeout: Duration) {
+    /// ends no round): asleep, after polling first if `poll` (see the
+    /// module docs).
+    pub(crate) fn wait(&self, seen: u64, timeout: Duration, poll: bool) {
         let started = Instant::now();
         let mut round = self.lock();
         if round.done != seen {
@@ -117,7 +128,10 @@ impl GroupCommit {
         self.waiting.store(round.waiting, Ordering::Release);
         self.joined.notify_one();
         drop(round);
-        let spin = Duration::from_nanos(self.spin_ns.load(Ordering::Relaxed)).min(timeout);
+        let spin = match poll {
+            true => Duration::from_nanos(self.spin_ns.load(Ordering::Relaxed)).min(timeout),
+            false => Duration::ZERO,
+        };
         if poll_until(spin, || self.done.load(Ordering::Acquire) != seen) {
             // `end` already let go of this follower.
             return;
@@ -143,8 +157,12 @@ impl GroupCommit {
         let round = self.lock();
         let expected = round.group;
         let patience = round.last_fsync.min(self.max_patience);
+        let polled = match round.last_fsync <= self.max_polled_fsync {
+            true => patience,
+            false => Duration::ZERO,
+        };
         drop(round);
-        poll_until(patience, || {
+        poll_until(polled, || {
             self.waiting.load(Ordering::Acquire) + 1 >= expected
         });
         let round = self.lock();
@@ -161,17 +179,25 @@ impl GroupCommit {
     /// next leader gathers a fresh round): ends the round and wakes every
     /// follower.
     pub(crate) fn end(&self, started: Instant) {
+        self.publish_end(started);
+        self.ended.notify_all();
+    }
+
+    /// [`end`](Self::end) but for waking the sleeping followers: what
+    /// polling followers see.
+    fn publish_end(&self, started: Instant) {
         let mut round = self.lock();
         round.done += 1;
         round.waiting = 0;
         round.last_fsync = started.elapsed();
-        let spin = (2 * round.last_fsync).min(self.max_patience);
+        let spin = match round.last_fsync <= self.max_polled_fsync {
+            true => 2 * round.last_fsync,
+            false => Duration::ZERO,
+        };
         self.spin_ns
             .store(spin.as_nanos() as u64, Ordering::Relaxed);
         self.waiting.store(0, Ordering::Release);
         self.done.store(round.done, Ordering::Release);
-        drop(round);
-        self.ended.notify_all();
     }
 }
 
@@ -228,7 +254,7 @@ mod tests {
         let followers: Vec<_> = (0..4)
             .map(|_| {
                 let gc = Arc::clone(&gc);
-                thread::spawn(move || gc.wait(seen, 10 * LONG))
+                thread::spawn(move || gc.wait(seen, 10 * LONG, true))
             })
             .collect();
         while gc.lock().waiting < 4 {
@@ -250,7 +276,7 @@ mod tests {
                 .map(|_| {
                     thread::sleep(Duration::from_millis(20));
                     let gc = Arc::clone(&gc2);
-                    thread::spawn(move || gc.wait(seen, 10 * LONG))
+                    thread::spawn(move || gc.wait(seen, 10 * LONG, true))
                 })
                 .collect::<Vec<_>>()
         });
@@ -261,34 +287,73 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_polling_follower_is_counted_at_once_and_let_go_as_its_round_ends() {
-        let gc = Arc::new(patient());
-        // A slow last fsync: followers poll for up to `LONG` before they
-        // sleep.
-        gc.end(Instant::now() - LONG);
-        assert_eq!(gc.spin_ns.load(Ordering::Relaxed), LONG.as_nanos() as u64);
+    /// Spawns a follower of the current round that waits (for at most
+    /// `timeout`) and returns how long it waited; returns once the leader
+    /// counts it (without taking the lock).
+    fn follower(
+        gc: &Arc<GroupCommit>,
+        timeout: Duration,
+        poll: bool,
+    ) -> thread::JoinHandle<Duration> {
         let seen = gc.current();
-        let follower = {
-            let gc = Arc::clone(&gc);
+        let before = gc.waiting.load(Ordering::Acquire);
+        let handle = {
+            let gc = Arc::clone(gc);
             thread::spawn(move || {
                 let started = Instant::now();
-                gc.wait(seen, 10 * LONG);
+                gc.wait(seen, timeout, poll);
                 started.elapsed()
             })
         };
-        // The leader sees it without taking the lock.
-        while gc.waiting.load(Ordering::Acquire) < 1 {
+        while gc.waiting.load(Ordering::Acquire) <= before {
             thread::yield_now();
         }
+        handle
+    }
+
+    #[test]
+    fn a_polling_follower_sees_its_round_end_without_being_woken() {
+        let gc = Arc::new(GroupCommit {
+            max_polled_fsync: 2 * LONG,
+            ..patient()
+        });
+        // The last fsync took `LONG`: followers poll for `2 * LONG`.
+        gc.end(Instant::now() - LONG);
+        let waiting = follower(&gc, 3 * LONG, true);
         thread::sleep(Duration::from_millis(20));
-        gc.end(Instant::now());
-        let waited = follower.join().unwrap();
+        // The round ends without a wake-up: only polling can see it.
+        gc.publish_end(Instant::now());
+        let waited = waiting.join().unwrap();
         assert!(
             waited < LONG,
-            "let go when the round ended, not when polling ran out: {waited:?}"
+            "let go when the round ended, not when polling or the timeout ran out: {waited:?}"
         );
         assert_eq!(gc.waiting.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn nobody_polls_after_a_slow_fsync_or_in_a_later_wait() {
+        const SHORT: Duration = Duration::from_millis(300);
+        let gc = Arc::new(GroupCommit {
+            max_polled_fsync: Duration::from_millis(100),
+            ..patient()
+        });
+        // A slow fsync: a follower sleeps at once, so a round that ends
+        // without waking it lets it go only at its timeout.
+        gc.end(Instant::now() - Duration::from_millis(200));
+        assert_eq!(gc.spin_ns.load(Ordering::Relaxed), 0);
+        let asleep = follower(&gc, SHORT, true);
+        thread::sleep(Duration::from_millis(100));
+        gc.publish_end(Instant::now());
+        assert!(asleep.join().unwrap() >= SHORT, "it slept");
+        // A fast one, but a wait that may not poll (a later one of the
+        // same caller): the same.
+        gc.end(Instant::now() - Duration::from_millis(10));
+        assert!(gc.spin_ns.load(Ordering::Relaxed) > 0);
+        let asleep = follower(&gc, SHORT, false);
+        thread::sleep(Duration::from_millis(100));
+        gc.publish_end(Instant::now());
+        assert!(asleep.join().unwrap() >= SHORT, "it slept");
     }
 
     #[test]

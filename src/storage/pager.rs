@@ -73,12 +73,7 @@ impl Job {
             Work::Populate(seg) => {
                 let start = self.start.max(seg.released());
                 if let Err(e) = self.map.populate(start, self.end) {
-                    let unknown = e.raw_os_error() == Some(libc::EINVAL)
-                        || e.kind() == std::io::ErrorKind::Unsupported;
-                    if unknown {
-                        NO_POPULATE.store(true, Ordering::Relaxed);
-                    }
-                    tracing::trace!(error = %e, "prefaulting a segment map failed");
+                    populate_failed(&e);
                 }
             }
             Work::Release => self.map.release(self.start, self.end),
@@ -198,8 +193,21 @@ fn run() {
     }
 }
 
-/// Whether prefaulting works on this kernel, as far as known yet.
-#[cfg(test)]
+/// Notes a failed `populate` (here or of a durable append's fsync, see
+/// `Active::harden_ahead`): a kernel that does not know
+/// `MADV_POPULATE_WRITE` turns populating off for the process; anything
+/// else (a file truncated meanwhile) is ignored.
+pub(crate) fn populate_failed(e: &std::io::Error) {
+    let unknown =
+        e.raw_os_error() == Some(libc::EINVAL) || e.kind() == std::io::ErrorKind::Unsupported;
+    if unknown {
+        NO_POPULATE.store(true, Ordering::Relaxed);
+    }
+    tracing::trace!(error = %e, "populating a segment map failed");
+}
+
+/// Whether populating works on this kernel, as far as known yet: off once
+/// the kernel refused `MADV_POPULATE_WRITE`.
 pub(crate) fn populates() -> bool {
     !NO_POPULATE.load(Ordering::Relaxed)
 }

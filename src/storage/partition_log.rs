@@ -1376,11 +1376,14 @@ impl PartitionLog {
         // Group commit (see `group_commit.rs`): one caller leads an fsync
         // round; the others wait for it to end and return if it covered
         // them, or lead the next round themselves.
+        let mut first = true;
         loop {
+            // The round before the check: a round that ends in between is
+            // not waited for.
+            let seen = self.group_commit.current();
             if self.durable_offset.load(Ordering::Acquire) >= target {
                 return Ok(());
             }
-            let seen = self.group_commit.current();
             if let Some(mut rp) = self.sync_lock.try_lock() {
                 if self.durable_offset.load(Ordering::Acquire) >= target {
                     return Ok(());
@@ -1394,8 +1397,11 @@ impl PartitionLog {
                 return result;
             }
             // Bounded: the lock may be held by something other than an
-            // fsync here (a roll, a truncation), which ends no round.
-            self.group_commit.wait(seen, Duration::from_millis(1));
+            // fsync here (a roll, a truncation), which ends no round. Only
+            // the first wait polls (see `group_commit.rs`).
+            self.group_commit
+                .wait(seen, Duration::from_millis(1), first);
+            first = false;
         }
     }
 
@@ -1428,8 +1434,11 @@ impl PartitionLog {
         };
         if let Some((map, start, end)) = harden {
             // Dirty zeros for this fsync to write; a failure (a kernel
-            // without `MADV_POPULATE_WRITE`) leaves them unwritten, as before.
-            let _ = map.populate(start, end);
+            // without `MADV_POPULATE_WRITE`, a file cut meanwhile) leaves
+            // them unwritten, as before.
+            if let Err(e) = map.populate(start, end) {
+                super::pager::populate_failed(&e);
+            }
         }
         if let Some(f) = self.active_file(active, keep)? {
             files.push(f);
@@ -3129,30 +3138,43 @@ impl Active {
     /// (every other one at 16 appenders of 126-byte records), and on this
     /// machine such an fsync took 180–240 µs against 110–140 µs for one
     /// that rewrote a page already written (a C probe of `fdatasync` after
-    /// `memcpy` into a shared map). Writing the zeros ahead once per
-    /// megabyte, in an fsync that happens anyway, converts the extents in
-    /// bulk: 16 durable appenders' fsyncs went from 183–217 µs to 126–150
-    /// µs on average, and their throughput from 57–65 to 78–91 k/s (`cargo
-    /// bench --bench compare -- --only=5 --quick`, three alternating pairs).
-    /// PostgreSQL zero-fills new WAL files for the same reason.
+    /// `memcpy` into a shared map). Writing the zeros ahead, about 768 KiB
+    /// at a time in an fsync that happens anyway, converts the extents in
+    /// bulk: 16 threads × 2,000 durable appends ran at 64.7–83.9 against
+    /// 51.1–64.2 k/s (a scratch program, six alternating pairs). (A first
+    /// version that wrote the zeros with `pwrite` and an fsync of its own
+    /// at every growth of the file brought the 16-thread fsync from
+    /// 183–217 to 126–150 µs in `cargo bench --bench compare -- --only=5
+    /// --quick`; zeros written by `pwrite` and left in the page cache made
+    /// later writes through the map slower, so the pages are filled
+    /// through the map.) PostgreSQL zero-fills new WAL files for the same
+    /// reason.
     ///
     /// Only while each fsync covers little new data (less than
     /// [`HARDEN_MAX_RUN`]): an fsync of large records converts one extent
     /// per fsync anyway, and zeros ahead of it would double what it writes.
-    /// `None` if nothing is to be written, or the blocks cannot be
-    /// allocated (the next append reports that).
+    /// `hardened` is a hint for speed only (zeros and unwritten blocks read
+    /// back the same). So when the blocks cannot be allocated (a full
+    /// disk), the range already allocated is written and the mark moves
+    /// anyway, so that the allocation is not tried again at every fsync;
+    /// an append that needs the space reports the error. `None` if nothing
+    /// is to be written, or populating is off (see `pager.rs`).
     fn harden_ahead(&mut self) -> Option<(Arc<SegmentMap>, u64, u64)> {
         let run = self.write_pos.saturating_sub(self.run_start);
-        if run >= HARDEN_MAX_RUN || self.hardened >= self.write_pos + HARDEN_LOW {
+        if run >= HARDEN_MAX_RUN
+            || self.hardened >= self.write_pos + HARDEN_LOW
+            || !super::pager::populates()
+        {
             return None;
         }
         let start = self.hardened.max(self.write_pos);
-        let end = (self.write_pos + HARDEN_AHEAD).min(self.capacity);
-        if end <= start || self.ensure_allocated(end).is_err() {
-            return None;
-        }
-        self.hardened = end;
-        Some((Arc::clone(&self.map), start, end))
+        let want = (self.write_pos + HARDEN_AHEAD).min(self.capacity);
+        let end = match self.ensure_allocated(want) {
+            Ok(()) => want,
+            Err(_) => want.min(self.allocated),
+        };
+        self.hardened = want;
+        (end > start).then(|| (Arc::clone(&self.map), start, end))
     }
 
     fn restart_run(&mut self) {
@@ -3641,8 +3663,8 @@ mod tests {
     }
 
     /// Bytes of `start..end` of `path` that the file system reports as
-    /// unwritten or not yet allocated extents (`FIEMAP`, without syncing);
-    /// `None` if it does not answer `FIEMAP`.
+    /// unwritten or delayed-allocation extents, or as holes (`FIEMAP`,
+    /// without syncing); `None` if it does not answer `FIEMAP`.
     #[cfg(target_os = "linux")]
     fn unwritten_bytes(path: &Path, start: u64, end: u64) -> Option<u64> {
         use std::os::fd::AsRawFd;
@@ -3667,8 +3689,9 @@ mod tests {
             extents: [Extent; 64],
         }
         const FS_IOC_FIEMAP: u64 = 0xC020_660B; // _IOWR('f', 11, struct fiemap)
-        const UNWRITTEN: u32 = 0x800;
+        const LAST: u32 = 0x1;
         const DELALLOC: u32 = 0x4;
+        const UNWRITTEN: u32 = 0x800;
         let file = std::fs::File::open(path).ok()?;
         let none = Extent {
             logical: 0,
@@ -3678,34 +3701,41 @@ mod tests {
             flags: 0,
             reserved: [0; 3],
         };
-        let mut map = Fiemap {
-            start,
-            length: end - start,
-            flags: 0,
-            mapped: 0,
-            count: 64,
-            reserved: 0,
-            extents: [none; 64],
-        };
-        // SAFETY: `map` is a `struct fiemap` (same layout, `repr(C)`) with
-        // room for the `count` extents the kernel may write, and lives
-        // across the call; the descriptor is open.
-        let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP as _, &mut map) };
-        if rc != 0 {
-            return None;
+        // Walks the extents 64 at a time; `written` counts the bytes of
+        // `start..end` in written extents, the rest is the answer.
+        let (mut pos, mut written) = (start, 0);
+        while pos < end {
+            let mut map = Fiemap {
+                start: pos,
+                length: end - pos,
+                flags: 0,
+                mapped: 0,
+                count: 64,
+                reserved: 0,
+                extents: [none; 64],
+            };
+            // SAFETY: `map` is a `struct fiemap` (same layout, `repr(C)`)
+            // with room for the `count` extents the kernel may write, and
+            // lives across the call; the descriptor is open.
+            let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP as _, &mut map) };
+            if rc != 0 {
+                return None;
+            }
+            let extents = &map.extents[..(map.mapped as usize).min(64)];
+            for e in extents {
+                if e.flags & (UNWRITTEN | DELALLOC) == 0 {
+                    let (from, to) = (e.logical.max(start), (e.logical + e.length).min(end));
+                    written += to.saturating_sub(from);
+                }
+            }
+            match extents.last() {
+                Some(e) if e.flags & LAST == 0 && e.logical + e.length > pos => {
+                    pos = e.logical + e.length;
+                }
+                _ => break,
+            }
         }
-        let extents = &map.extents[..(map.mapped as usize).min(64)];
-        Some(
-            extents
-                .iter()
-                .filter(|e| e.flags & (UNWRITTEN | DELALLOC) != 0)
-                .map(|e| {
-                    (e.logical + e.length)
-                        .min(end)
-                        .saturating_sub(e.logical.max(start))
-                })
-                .sum(),
-        )
+        Some(end - start - written)
     }
 
     /// Durable appends (`sync_to`) have their fsync write the blocks up to
@@ -3739,6 +3769,11 @@ mod tests {
         };
         if unwritten == 0 {
             eprintln!("skipped: the file system has no unwritten extents");
+            return;
+        }
+        let map = Arc::clone(&plain.state.lock().active.map);
+        if map.populate(0, page).is_err() {
+            eprintln!("skipped: the kernel does not populate maps (MADV_POPULATE_WRITE)");
             return;
         }
 
