@@ -16,7 +16,10 @@
 //! 2; `write()` for 1 MiB values) alternately, five rounds after a warm-up
 //! of each, and report the median of the rounds' ratios: the VM's speed
 //! drifts within seconds, and
-//! a ratio of two medians taken a minute apart carried that drift. Every
+//! a ratio of two medians taken a minute apart carried that drift. Row 5
+//! runs its 1, 4 and 16 durable threads in turn, three rounds of a third
+//! of the time each, and reports the median rate and the median of the
+//! rounds' ratios to one thread (the disk's fsyncs drift too). Every
 //! log is written into a fresh temporary directory, removed afterwards.
 //!
 //! ```text
@@ -861,56 +864,112 @@ fn reads(size: &Size) -> Vec<Row> {
     ]
 }
 
+/// What one phase of durable appends from some threads measured.
+#[derive(Clone, Copy, Default)]
+struct DurablePhase {
+    appends: u64,
+    elapsed: Duration,
+    cpu: Duration,
+    fsyncs: u64,
+    fsync_time: Duration,
+}
+
+impl DurablePhase {
+    fn rate(&self) -> f64 {
+        per_sec(self.appends, self.elapsed)
+    }
+
+    fn add(mut self, o: &DurablePhase) -> DurablePhase {
+        self.appends += o.appends;
+        self.elapsed += o.elapsed;
+        self.cpu += o.cpu;
+        self.fsyncs += o.fsyncs;
+        self.fsync_time += o.fsync_time;
+        self
+    }
+}
+
+/// brook, `SyncPolicy::Always`: `threads` append to one partition of a
+/// new log for `time`.
+fn durable_phase(threads: usize, time: Duration) -> DurablePhase {
+    let keys = keys();
+    let v = value(VALUE);
+    let dir = tempfile::tempdir().unwrap();
+    let log = brook_log(dir.path(), SyncPolicy::Always);
+    let t = log.create_topic("t", TopicConfig::default()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let cpu_before = process_cpu_time();
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|w| {
+            let (t, stop, count, v) = (t.clone(), stop.clone(), count.clone(), v.clone());
+            let key = keys[w];
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    t.append(key, &v).unwrap();
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(time);
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let elapsed = start.elapsed();
+    let cpu = process_cpu_time().saturating_sub(cpu_before);
+    let m = log.metrics();
+    let p = m.partition("t", 0).unwrap();
+    let phase = DurablePhase {
+        appends: count.load(Ordering::Relaxed),
+        elapsed,
+        cpu,
+        fsyncs: p.fsyncs,
+        fsync_time: Duration::from_nanos(p.fsync_time_ns),
+    };
+    log.close().unwrap();
+    phase
+}
+
 fn durable(size: &Size, limits: &Limits) -> Vec<Row> {
     let keys = keys();
     let v = value(VALUE);
-    // brook, SyncPolicy::Always: appends from 1, 4 and 16 threads.
-    let mut rates = Vec::new();
-    // Appends per fsync and the mean fsync time, from the log's metrics.
-    let mut shares = Vec::new();
-    let mut one_thread_latency = Duration::ZERO;
-    for threads in [1usize, 4, 16] {
-        let dir = tempfile::tempdir().unwrap();
-        let log = brook_log(dir.path(), SyncPolicy::Always);
-        let t = log.create_topic("t", TopicConfig::default()).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let count = Arc::new(AtomicU64::new(0));
-        let cpu_before = process_cpu_time();
-        let start = Instant::now();
-        let handles: Vec<_> = (0..threads)
-            .map(|w| {
-                let (t, stop, count, v) = (t.clone(), stop.clone(), count.clone(), v.clone());
-                let key = keys[w];
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        t.append(key, &v).unwrap();
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                })
-            })
-            .collect();
-        std::thread::sleep(size.durable);
-        stop.store(true, Ordering::Relaxed);
-        for h in handles {
-            h.join().unwrap();
-        }
-        let elapsed = start.elapsed();
-        let cpu = process_cpu_time().saturating_sub(cpu_before);
-        let n = count.load(Ordering::Relaxed);
-        if threads == 1 {
-            one_thread_latency = elapsed / n.max(1) as u32;
-        }
-        rates.push(per_sec(n, elapsed));
-        let m = log.metrics();
-        let p = m.partition("t", 0).unwrap();
-        shares.push(format!(
-            "{:.1} appends per fsync, fsync {} mean, CPU {} per append",
-            p.records_in as f64 / p.fsyncs.max(1) as f64,
-            micros(Duration::from_nanos(p.fsync_time_ns / p.fsyncs.max(1))),
-            micros(cpu / n.max(1) as u32)
-        ));
-        log.close().unwrap();
+    // brook from 1, 4 and 16 threads, in turn, three rounds: the disk's
+    // speed drifts, so each round's ratios are taken within the round.
+    const THREADS: [usize; 3] = [1, 4, 16];
+    const ROUNDS: u32 = 3;
+    let mut rounds: Vec<[DurablePhase; 3]> = Vec::new();
+    for _ in 0..ROUNDS {
+        rounds.push(THREADS.map(|threads| durable_phase(threads, size.durable / ROUNDS)));
     }
+    let median = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    let rates: Vec<f64> = (0..THREADS.len())
+        .map(|i| median(rounds.iter().map(|r| r[i].rate()).collect()))
+        .collect();
+    let ratios: Vec<f64> = (0..THREADS.len())
+        .map(|i| median(rounds.iter().map(|r| r[i].rate() / r[0].rate()).collect()))
+        .collect();
+    let one_thread_latency = Duration::from_secs_f64(1.0 / rates[0]);
+    // Appends per fsync, mean fsync time and CPU per append, over the
+    // rounds, from the log's metrics and the process's CPU time.
+    let shares: Vec<String> = (0..THREADS.len())
+        .map(|i| {
+            let p = rounds
+                .iter()
+                .fold(DurablePhase::default(), |sum, r| sum.add(&r[i]));
+            format!(
+                "{:.1} appends per fsync, fsync {} mean, CPU {} per append",
+                p.appends as f64 / p.fsyncs.max(1) as f64,
+                micros(p.fsync_time / p.fsyncs.max(1) as u32),
+                micros(p.cpu / p.appends.max(1) as u32)
+            )
+        })
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let mut cl = commitlog_at(dir.path(), 1 << 20);
     let start = Instant::now();
@@ -964,12 +1023,12 @@ fn durable(size: &Size, limits: &Limits) -> Vec<Row> {
         },
         Row {
             brook: format!("{} ({})", k(rates[1]), shares[1]),
-            ratio: format!("{} one thread", ratio(rates[1], rates[0])),
+            ratio: format!("{:.2}× one thread (alternating runs)", ratios[1]),
             ..row("5. durable, 4 threads (group commit)", "")
         },
         Row {
             brook: format!("{} ({})", k(rates[2]), shares[2]),
-            ratio: format!("{} one thread", ratio(rates[2], rates[0])),
+            ratio: format!("{:.2}× one thread (alternating runs)", ratios[2]),
             ..row("5. durable, 16 threads (group commit)", "≥ 10× one thread")
         },
     ]
