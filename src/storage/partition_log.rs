@@ -3653,13 +3653,7 @@ mod tests {
         // Everything synced reads back after a crash-reopen.
         let n = log.read(0, usize::MAX).unwrap().len();
         drop(log);
-        assert_eq!(
-            reopen_with(dir.path(), limits)
-                .read(0, usize::MAX)
-                .unwrap()
-                .len(),
-            n
-        );
+        assert_eq!(records_after_reopen(dir.path(), limits), n);
     }
 
     /// Bytes of `start..end` of `path` that the file system reports as
@@ -3809,13 +3803,7 @@ mod tests {
         let n = log.log_end_offset() as usize;
         assert_eq!(log.read(0, usize::MAX).unwrap().len(), n);
         drop(log);
-        assert_eq!(
-            reopen_with(dir.path(), limits)
-                .read(0, usize::MAX)
-                .unwrap()
-                .len(),
-            n
-        );
+        assert_eq!(records_after_reopen(dir.path(), limits), n);
     }
 
     /// Regression: a roll that failed (here: no file descriptor left to
@@ -4383,6 +4371,12 @@ mod tests {
             ..Default::default()
         };
         PartitionLog::open(root, topic(), 0, limits, hints).unwrap()
+    }
+
+    /// How many records the partition under `root` reads back once
+    /// reopened as after a crash.
+    fn records_after_reopen(root: &Path, limits: Limits) -> usize {
+        reopen_with(root, limits).read(0, usize::MAX).unwrap().len()
     }
 
     #[test]
