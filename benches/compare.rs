@@ -370,17 +370,22 @@ fn alternating(
     }
     a.sort();
     b.iter_mut()
-        .zip(&mut ratios)
+        .zip(ratios)
         .map(|(b, r)| {
             b.sort();
-            r.sort_by(f64::total_cmp);
             Paired {
                 ours: a[2],
                 theirs: b[2],
-                ratio: r[2],
+                ratio: median(r),
             }
         })
         .collect()
+}
+
+/// The median of `xs` (the upper one of an even count).
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
 }
 
 /// [`alternating`] against one peer: five pairs.
@@ -944,10 +949,6 @@ fn durable(size: &Size, limits: &Limits) -> Vec<Row> {
     for _ in 0..ROUNDS {
         rounds.push(THREADS.map(|threads| durable_phase(threads, size.durable / ROUNDS)));
     }
-    let median = |mut xs: Vec<f64>| {
-        xs.sort_by(f64::total_cmp);
-        xs[xs.len() / 2]
-    };
     let rates: Vec<f64> = (0..THREADS.len())
         .map(|i| median(rounds.iter().map(|r| r[i].rate()).collect()))
         .collect();

@@ -25,21 +25,23 @@
 //! polling) waking an idle CPU goes through the host, and 16 followers
 //! woken that way put 126 µs between two 197 µs fsyncs. So a follower
 //! first counts itself in (the gathering leader sees it at once), then
-//! polls the round, yielding the CPU between polls, for up to twice the last
-//! fsync's duration, and sleeps only if the round has not ended by then; a
-//! gathering leader polls its group the same way. Polling pays only where
-//! an fsync is short beside a wake-up: after an fsync longer than
-//! [`MAX_POLLED_FSYNC`] (a spinning disk, network storage) nobody polls,
-//! and a caller polls in its first wait only (`poll` of
-//! [`wait`](GroupCommit::wait)), so a sync lock held for long by something
-//! else than an fsync costs no CPU either. `cargo bench --bench compare -- --only=5 --quick` measured 16
-//! durable appenders at 58–77 k/s against 40–57 k/s asleep in three
-//! alternating pairs of runs (the gap between fsyncs down to about 50 µs),
-//! and at 36–45 against 32–35 k/s in three more pairs while the disk's
-//! fsyncs took 200–320 µs. The price is
-//! CPU: followers keep the CPUs busy, yielding, while an fsync they wait
-//! for is in flight. A lone appender is its own leader, never a follower,
-//! and never polls.
+//! polls the round, yielding the CPU between polls, for up to twice the
+//! last fsync's duration, and sleeps only if the round has not ended by
+//! then; a gathering leader polls its group the same way.
+//!
+//! Polling pays only where an fsync is short beside a wake-up: after an
+//! fsync longer than [`MAX_POLLED_FSYNC`] (a spinning disk, network
+//! storage) nobody polls, and a caller polls in its first wait only
+//! (`poll` of [`wait`](GroupCommit::wait)), so a sync lock held for long
+//! by something else than an fsync costs no CPU either.
+//!
+//! `cargo bench --bench compare -- --only=5 --quick` measured 16 durable
+//! appenders at 58–77 k/s against 40–57 k/s asleep in three alternating
+//! pairs of runs (the gap between fsyncs down to about 50 µs), and at
+//! 36–45 against 32–35 k/s in three more pairs while the disk's fsyncs
+//! took 200–320 µs. The price is CPU: followers keep the CPUs busy,
+//! yielding, while an fsync they wait for is in flight. A lone appender is
+//! its own leader, never a follower, and never polls.
 //!
 //! Lock order: the mutex here is taken with no other lock held, except by
 //! a leader, which holds the sync lock (never the partition's state lock)
@@ -128,9 +130,10 @@ impl GroupCommit {
         self.waiting.store(round.waiting, Ordering::Release);
         self.joined.notify_one();
         drop(round);
-        let spin = match poll {
-            true => Duration::from_nanos(self.spin_ns.load(Ordering::Relaxed)).min(timeout),
-            false => Duration::ZERO,
+        let spin = if poll {
+            Duration::from_nanos(self.spin_ns.load(Ordering::Relaxed)).min(timeout)
+        } else {
+            Duration::ZERO
         };
         if poll_until(spin, || self.done.load(Ordering::Acquire) != seen) {
             // `end` already let go of this follower.
@@ -157,9 +160,10 @@ impl GroupCommit {
         let round = self.lock();
         let expected = round.group;
         let patience = round.last_fsync.min(self.max_patience);
-        let polled = match round.last_fsync <= self.max_polled_fsync {
-            true => patience,
-            false => Duration::ZERO,
+        let polled = if self.polls_after(round.last_fsync) {
+            patience
+        } else {
+            Duration::ZERO
         };
         drop(round);
         poll_until(polled, || {
@@ -183,6 +187,12 @@ impl GroupCommit {
         self.ended.notify_all();
     }
 
+    /// Whether waiting polls after an fsync that took `fsync` (see the
+    /// module docs).
+    fn polls_after(&self, fsync: Duration) -> bool {
+        fsync <= self.max_polled_fsync
+    }
+
     /// [`end`](Self::end) but for waking the sleeping followers: what
     /// polling followers see.
     fn publish_end(&self, started: Instant) {
@@ -190,9 +200,10 @@ impl GroupCommit {
         round.done += 1;
         round.waiting = 0;
         round.last_fsync = started.elapsed();
-        let spin = match round.last_fsync <= self.max_polled_fsync {
-            true => 2 * round.last_fsync,
-            false => Duration::ZERO,
+        let spin = if self.polls_after(round.last_fsync) {
+            2 * round.last_fsync
+        } else {
+            Duration::ZERO
         };
         self.spin_ns
             .store(spin.as_nanos() as u64, Ordering::Relaxed);
