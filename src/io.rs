@@ -431,6 +431,31 @@ impl DataFile {
         }))
     }
 
+    /// Writes `len` zero bytes at `pos`, from a static buffer (no
+    /// allocation): the pager's zeroing ahead of an active segment's
+    /// writer (see `storage::pager`).
+    pub(crate) fn write_zeros(&self, pos: u64, len: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        const CHUNK: usize = 256 * 1024;
+        static ZEROS: [u8; CHUNK] = [0; CHUNK];
+        let real = || {
+            let mut at = pos;
+            while at < pos + len {
+                let n = (pos + len - at).min(CHUNK as u64) as usize;
+                self.file
+                    .write_all_at(&ZEROS[..n], at)
+                    .map_err(|e| Error::io("write", &self.path, e))?;
+                at += n as u64;
+            }
+            Ok(())
+        };
+        recorded_data!(self, real(), |node, id| Some(power_loss::Op::Write {
+            id,
+            offset: pos,
+            data: vec![0; len as usize]
+        }))
+    }
+
     /// Maps `capacity` bytes of the file for reading and writing. The file
     /// may be shorter: the caller must only touch bytes below the file's
     /// length (see [`allocate`](Self::allocate)).

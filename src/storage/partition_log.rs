@@ -25,8 +25,10 @@
 //! `RELEASE_CHUNK` (8 MiB) behind it; the pages stay in the page cache (see
 //! `Segment::release_behind`). Ahead of a writer that appends fast and
 //! does not fsync every few records, up to `PREFAULT_AHEAD` (4 MiB) of the
-//! map is faulted in before the writer gets there, so that it rarely
-//! takes a page fault itself. A helper thread (`pager.rs`) does both.
+//! file is written as zeros and the map faulted in before the writer gets
+//! there, so that it rarely takes a page fault itself. A helper thread
+//! (`pager.rs`) does both; the writer claims the bytes it is about to
+//! write first (`Active::make_room`), and the zeros stay out of them.
 //!
 //! The three guarantees, and why they hold:
 //!
@@ -88,6 +90,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::cleaner;
 use super::group_commit::GroupCommit;
+use super::pager::Fence;
 use super::producers::{self, AbortedTxn, Check, ProducerBatch, ProducerSnapshot, ProducerStates};
 #[cfg(test)]
 use super::segment::{self, RELEASE_CHUNK};
@@ -124,6 +127,9 @@ const ALLOC_STEP_MAX: u64 = 64 * 1024 * 1024;
 const PREFAULT_AHEAD: u64 = 4 * 1024 * 1024;
 const PREFAULT_MIN: u64 = 256 * 1024;
 const PREFAULT_PACE: Duration = Duration::from_millis(50);
+/// How far past its position the writer claims the file from the pager's
+/// zeroing at a time (see [`Active::make_room`]).
+const WRITE_RESERVE: u64 = 256 * 1024;
 /// Durable appends keep the file's blocks *written* (zeros) this far ahead
 /// of the writer, topped up when fewer than [`HARDEN_LOW`] bytes are left,
 /// and only while an fsync covers less than [`HARDEN_MAX_RUN`] of new data
@@ -268,8 +274,23 @@ struct Active {
     /// Bytes below this are known to be written blocks on disk (data, or
     /// the zeros of [`harden_ahead`](Active::harden_ahead)).
     hardened: u64,
+    /// The writer may write below this: the pager's zeros stay out of it
+    /// (see [`make_room`](Active::make_room)). At most `allocated`.
+    writable: u64,
+    /// Shared with the pager's zeroing jobs (see `pager::Fence`).
+    fence: Arc<Fence>,
     open: Option<OpenBatch>,
     ix: IndexBuilder,
+}
+
+impl Drop for Active {
+    /// Whatever ends the segment's time as the active one (a roll, a close,
+    /// a replica's cut, dropping the partition), no zeros land in its file
+    /// after it. `roll` and `close` close the fence themselves, before they
+    /// cut the file.
+    fn drop(&mut self) {
+        self.fence.close();
+    }
 }
 
 struct State {
@@ -1596,6 +1617,7 @@ impl PartitionLog {
         }
         let a = &mut st.active;
         let active_file = DataFile::open(&a.seg.log_path, false)?;
+        a.fence.close();
         active_file.truncate(a.write_pos)?;
         a.allocated = a.write_pos;
         let index_files = write_index_files(&a.seg, &a.ix)?;
@@ -2662,7 +2684,7 @@ impl State {
                 let fits_batch = a.write_pos - open.start + len <= BATCH_TARGET_BYTES
                     && off_delta < i32::MAX as u64;
                 if fits_batch && a.write_pos + len <= a.capacity {
-                    a.ensure_allocated(a.write_pos + len)?;
+                    a.make_room(a.write_pos + len)?;
                     a.write_record(parts, body, ts_delta, off_delta as i32, len, ts);
                     self.next_offset += 1;
                     self.bytes_in += len;
@@ -2686,7 +2708,7 @@ impl State {
                 self.epochs.push((epoch, offset));
             }
             let a = &mut self.active;
-            a.ensure_allocated(a.write_pos + len)?;
+            a.make_room(a.write_pos + len)?;
             if len > LARGE_RECORD_BYTES && producer.is_none() {
                 return self.append_alone(parts, ts, epoch);
             }
@@ -2698,7 +2720,7 @@ impl State {
             let ts_delta = ts - open.base_timestamp;
             let body = parts.body_len(ts_delta, 0);
             let rec_len = (varint_len(body as i64) + body) as u64;
-            a.ensure_allocated(a.write_pos + rec_len)?;
+            a.make_room(a.write_pos + rec_len)?;
             a.write_record(parts, body, ts_delta, 0, rec_len, ts);
             self.next_offset += 1;
             self.bytes_in += BATCH_HEADER_BYTES as u64 + rec_len;
@@ -2725,16 +2747,16 @@ impl State {
             return records.next();
         };
         // The free bytes the batch may still take: up to its target size
-        // and the allocated end of the file (a first record may already
+        // and the writable end of the file (a first record may already
         // have taken the batch past its target).
         let start = a.write_pos;
-        let end = (open.start + BATCH_TARGET_BYTES)
-            .min(a.allocated)
-            .max(start);
-        // SAFETY: `start..end` is within the allocated file (`allocated <=
-        // capacity`, the map's length) and beyond everything published to
-        // readers (they see bytes below `write_pos` only); we hold the state
-        // lock, so no other writer exists while `window` lives.
+        let end = (open.start + BATCH_TARGET_BYTES).min(a.writable).max(start);
+        // SAFETY: `start..end` is within the allocated file (`writable <=
+        // allocated <= capacity`, the map's length), out of the pager's
+        // reach (below the fence, see `make_room`), and beyond everything
+        // published to readers (they see bytes below `write_pos` only); we
+        // hold the state lock, so no other writer exists while `window`
+        // lives.
         let window = unsafe {
             std::slice::from_raw_parts_mut(
                 a.map.mut_ptr().add(start as usize),
@@ -2936,6 +2958,9 @@ impl State {
             // flush; until then the segment is after the recovery point, and
             // recovery rebuilds them.
             let index_files = write_index_files(&a.seg, &a.ix)?;
+            // No zeros may land past the cut (a failed roll leaves the
+            // fence closed: the segment is then written without zeroing).
+            a.fence.close();
             old_file.truncate(a.write_pos)?;
             Ok((old_file, index_files))
         })();
@@ -2960,7 +2985,7 @@ impl State {
             "segment rolled"
         );
         self.unsynced.push(Arc::new(old_file));
-        self.closed.push(old.seg);
+        self.closed.push(Arc::clone(&old.seg));
         self.dir_dirty = true;
         Ok(())
     }
@@ -3029,6 +3054,8 @@ impl Active {
             run_start: len,
             run_began: Instant::now(),
             hardened: len,
+            writable: len,
+            fence: Arc::new(Fence::new(len)),
             open: None,
             ix,
         })
@@ -3187,12 +3214,42 @@ impl Active {
         let want = (self.write_pos + ahead).min(self.capacity);
         // An error here (a full disk) is the next append's to report.
         let _ = self.ensure_allocated(want);
-        let start = self.prefaulted.max(self.write_pos);
+        let start = self.prefaulted.max(self.writable);
         let end = want.min(self.allocated);
         if end > start {
-            super::pager::populate(&self.seg, &self.map, start, end);
+            // Opened here, under the state lock, so it is this segment's
+            // file; the job closes it. Without a descriptor (none left),
+            // the writer's page faults do the work.
+            if let Ok(file) = DataFile::open(&self.seg.log_path, false) {
+                super::pager::zero(&self.fence, file, &self.map, start, end);
+            }
             self.prefaulted = end;
         }
+    }
+
+    /// Makes `write_pos..end` writable: allocated, and out of the pager's
+    /// zeroing. Every write into the segment's file comes after it.
+    ///
+    /// The writer claims [`WRITE_RESERVE`] past its position at a time, so
+    /// the fence (two sequentially consistent atomic operations, see
+    /// `pager::Fence`) is crossed once per that many bytes, not per record.
+    #[inline]
+    fn make_room(&mut self, end: u64) -> Result<()> {
+        if end <= self.writable {
+            return Ok(());
+        }
+        self.reserve(end)
+    }
+
+    #[cold]
+    fn reserve(&mut self, end: u64) -> Result<()> {
+        self.ensure_allocated(end)?;
+        let to = (self.write_pos + WRITE_RESERVE)
+            .max(end)
+            .min(self.allocated);
+        self.fence.advance(to);
+        self.writable = to;
+        Ok(())
     }
 
     fn ensure_allocated(&mut self, end: u64) -> Result<()> {
@@ -3413,6 +3470,28 @@ mod tests {
         total
     }
 
+    /// Pages of `start..end` of the active segment's file in the page cache
+    /// (`mincore` on the writer's map, which reports the page cache for
+    /// pages not mapped in).
+    #[cfg(target_os = "linux")]
+    fn cached_pages(log: &PartitionLog, start: u64, end: u64) -> u64 {
+        let page = io::page_size() as u64;
+        let map = Arc::clone(&log.state.lock().active.map);
+        let mut vec = vec![0u8; (end - start).div_ceil(page) as usize];
+        // SAFETY: `start` is page-aligned and `start..end` lies within the
+        // map (it is below the segment's capacity); mincore writes one byte
+        // per page into `vec`, which has room for them all.
+        let rc = unsafe {
+            libc::mincore(
+                map.mut_ptr().add(start as usize).cast(),
+                (end - start) as usize,
+                vec.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+        vec.iter().filter(|&&b| b & 1 == 1).count() as u64
+    }
+
     #[test]
     #[cfg(target_os = "linux")]
     fn writers_and_sequential_readers_keep_a_bounded_part_of_a_segment_mapped() {
@@ -3482,7 +3561,7 @@ mod tests {
 
     #[test]
     #[cfg(target_os = "linux")]
-    fn the_pager_faults_in_ahead_of_a_fast_writer_only() {
+    fn the_pager_zeroes_ahead_of_a_fast_writer_only() {
         const MIB: u64 = 1024 * 1024;
         let dir = tempfile::tempdir().unwrap();
         let limits = Limits {
@@ -3542,9 +3621,26 @@ mod tests {
             (PREFAULT_MIN / 2..=PREFAULT_AHEAD).contains(&ahead),
             "{ahead} bytes requested ahead of a fast writer"
         );
+        // What was requested is in the page cache, written as zeros by
+        // the pager past what the writer had claimed.
+        let (claimed, requested_end) = {
+            let st = log.state.lock();
+            (st.active.writable, st.active.prefaulted)
+        };
+        let from = claimed.next_multiple_of(page);
+        assert!(
+            from < requested_end,
+            "{claimed} claimed, {requested_end} requested"
+        );
+        let cached = cached_pages(&log, from, requested_end);
+        assert_eq!(
+            cached,
+            (requested_end - from).div_ceil(page),
+            "pages cached of {from}..{requested_end}"
+        );
         if crate::storage::pager::populates() {
-            // What was requested is faulted in, and nothing more. (The
-            // pages released behind the writer are not counted.)
+            // And mapped in, and nothing more. (The pages released behind
+            // the writer are not counted.)
             let released = log.state.lock().active.seg.released();
             let fast = resident_bytes_of(&file);
             let expected = written + ahead - released;
@@ -3559,6 +3655,80 @@ mod tests {
         drop(log);
         let log = reopen_with(dir.path(), limits);
         assert_eq!(log.end_offset(), end);
+    }
+
+    /// A roll and a close cut the file at the writer's end while the pager
+    /// may still have zeroing jobs for it queued: no zeros may land past
+    /// the cut afterwards (a `pwrite` there would grow the file again).
+    #[test]
+    fn zeros_queued_ahead_never_grow_a_cut_segment() {
+        const MIB: u64 = 1024 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            segment_bytes: 8 * MIB,
+            ..LIMITS
+        };
+        let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
+        let part_dir = log
+            .state
+            .lock()
+            .active
+            .seg
+            .log_path
+            .parent()
+            .unwrap()
+            .to_owned();
+        let value = vec![7u8; 1000];
+        let parts = RecordParts::new(None, Some(&value), &[]);
+        // Fast writes, each asking for zeros ahead, then rolls (at 8 MiB)
+        // and a close, with the requests still queued.
+        let mut zeroed_segments = 0;
+        for _ in 0..12 {
+            let segment = Arc::clone(&log.state.lock().active.seg);
+            let records = (0..2 * MIB / 1000).map(|_| (parts, 1_000));
+            log.append(records, |_, _| {}).unwrap();
+            let st = log.state.lock();
+            if Arc::ptr_eq(&st.active.seg, &segment) && st.active.prefaulted > st.active.writable {
+                zeroed_segments += 1;
+            }
+        }
+        assert!(zeroed_segments > 0, "no zeros were ever asked for");
+        let end = log.end_offset();
+        let (_, clean) = log.close().unwrap();
+        crate::storage::pager::drain();
+        let mut logs: Vec<_> = std::fs::read_dir(&part_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        assert!(logs.len() >= 2, "rolled: {logs:?}");
+        let last = logs.pop().unwrap();
+        assert_eq!(std::fs::metadata(&last).unwrap().len(), clean.active_len);
+        for closed in &logs {
+            let data = std::fs::read(closed).unwrap();
+            let base: u64 = closed
+                .file_stem()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let scan = scan_batches(&data, base, 0, false);
+            assert!(scan.bad.is_none(), "{}: {:?}", closed.display(), scan.bad);
+            assert_eq!(
+                scan.end,
+                data.len() as u64,
+                "{} ends in whole batches",
+                closed.display()
+            );
+        }
+        let log = reopen_with(dir.path(), limits);
+        assert_eq!(log.end_offset(), end);
+        assert_eq!(
+            log.read(end - 1, 1).unwrap()[0].value().unwrap(),
+            &value[..]
+        );
     }
 
     /// Regression: a read of zero records returned `Ok(vec![])` for any

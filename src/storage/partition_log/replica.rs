@@ -401,7 +401,7 @@ impl State {
                 format!("a replicated batch of {len} bytes does not fit a segment"),
             ));
         }
-        a.ensure_allocated(a.write_pos + len)?;
+        a.make_room(a.write_pos + len)?;
         // SAFETY: `write_pos..write_pos+len` is allocated and within the
         // map's capacity (checked above), beyond everything published to
         // readers; we hold the state lock, so nobody else touches it.
