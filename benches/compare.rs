@@ -11,7 +11,9 @@
 //! Records are a 16-byte key and a 100-byte value, one partition,
 //! `SyncPolicy::Never` unless the workload says otherwise. Each throughput
 //! figure is the median of three timed runs after an untimed warm-up (this
-//! VM is slow to hand out page-cache memory that sat idle). Rows 1–3 run
+//! VM is slow to hand out page-cache memory that sat idle; every timed run
+//! of rows 1–3 and of the `write()` limit also starts right after writing
+//! and deleting a file as large as its data, see [`prime_memory`]). Rows 1–3 run
 //! brook and the figures it is held against (commitlog, both ways for row
 //! 2; `write()` for 1 MiB values) alternately, five rounds after a warm-up
 //! of each, and report the median of the rounds' ratios: the VM's speed
