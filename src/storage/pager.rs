@@ -56,7 +56,9 @@
 //! Zeroing ahead is a hint: a request that finds the queue full is dropped,
 //! and a failed write or populate is ignored (the writer's own page faults
 //! then do the work); a kernel without `MADV_POPULATE_WRITE` (older than
-//! 5.14, or not Linux) turns populating off for the process. A release that finds the queue full is done by the caller.
+//! 5.14, or not Linux) turns populating off for the process. A release
+//! that finds the queue full is done by the caller. Each queued zeroing
+//! job holds a descriptor until it runs (at most [`MAX_QUEUED`] jobs).
 //! The thread exits after a few idle seconds and the next request starts
 //! it again; if it cannot be started, or dies, releases are done by the
 //! callers and zeroing is skipped until it can be.
@@ -68,7 +70,7 @@ use std::time::Duration;
 
 use parking_lot::{const_mutex, Condvar, Mutex};
 
-use super::segment::SegmentMap;
+use super::segment::{Segment, SegmentMap};
 use crate::io::{self, DataFile};
 
 /// Requests beyond this many waiting are not queued. (Each holds a map,
@@ -82,8 +84,10 @@ const ZERO_CHUNK: u64 = 256 * 1024;
 
 enum Work {
     /// Write zeros to the file, past the writer's fence, then map the
-    /// range's pages in.
+    /// range's pages in (not below what the segment's writer released
+    /// meanwhile).
     Zero {
+        seg: Arc<Segment>,
         fence: Arc<Fence>,
         file: DataFile,
     },
@@ -144,10 +148,23 @@ impl Fence {
         self.advance(u64::MAX);
     }
 
+    fn is_closed(&self) -> bool {
+        self.writer_end.load(Ordering::SeqCst) == u64::MAX
+    }
+
     /// The helper's side: writes zeros to `start..end` of `file`, in whole
     /// pages at or past the writer's end, a chunk at a time; returns how
     /// many bytes it wrote.
     fn zero(&self, file: &DataFile, start: u64, end: u64) -> u64 {
+        /// Announces the end of the helper's write however it ends, also
+        /// by a panic: a writer waiting for it would otherwise wait
+        /// forever, holding the partition's lock.
+        struct Done<'a>(&'a AtomicU64);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(IDLE_AT, Ordering::SeqCst);
+            }
+        }
         let page = io::page_size() as u64;
         let mut at = start.next_multiple_of(page);
         let mut zeroed = 0;
@@ -163,8 +180,10 @@ impl Fence {
                 continue;
             }
             let to = (at + ZERO_CHUNK).min(end);
-            let written = file.write_zeros(at, to - at);
-            self.zeroing.store(IDLE_AT, Ordering::SeqCst);
+            let written = {
+                let _done = Done(&self.zeroing);
+                file.write_zeros(at, to - at)
+            };
             if let Err(e) = written {
                 tracing::trace!(error = %e, "zeroing ahead of a writer failed");
                 break;
@@ -189,10 +208,11 @@ static NO_POPULATE: AtomicBool = AtomicBool::new(false);
 impl Job {
     fn run(self) {
         match self.work {
-            Work::Zero { fence, file } => {
+            Work::Zero { seg, fence, file } => {
                 fence.zero(&file, self.start, self.end);
-                if populates() {
-                    if let Err(e) = self.map.populate(self.start, self.end) {
+                let start = self.start.max(seg.released());
+                if populates() && !fence.is_closed() {
+                    if let Err(e) = self.map.populate(start, self.end) {
                         populate_failed(&e);
                     }
                 }
@@ -223,6 +243,7 @@ static WAKE: Condvar = Condvar::new();
 /// `map`, an active segment's) that lie at or past `fence`'s writer end,
 /// if the helper can take it.
 pub(crate) fn zero(
+    seg: &Arc<Segment>,
     fence: &Arc<Fence>,
     file: DataFile,
     map: &Arc<SegmentMap>,
@@ -233,6 +254,7 @@ pub(crate) fn zero(
         return;
     }
     let work = Work::Zero {
+        seg: Arc::clone(seg),
         fence: Arc::clone(fence),
         file,
     };
@@ -408,6 +430,11 @@ mod tests {
             if pos + len > writable {
                 writable = (pos + RESERVE).max(pos + len);
                 fence.advance(writable);
+                // The far end of the claim first: a zero write in flight
+                // there, not waited for, would wipe it.
+                let last = writable - 1;
+                // SAFETY: as below.
+                unsafe { *map.as_mut_ptr().add(last as usize) = pattern(last) };
             }
             for at in pos..pos + len {
                 // SAFETY: `at` is below the file's allocated length and the

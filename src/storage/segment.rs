@@ -613,8 +613,8 @@ impl Segment {
         self.released.store(0, Ordering::Release);
     }
 
-    /// Pages below this were released by a sequential writer or reader.
-    #[cfg(test)]
+    /// Pages below this were released by a sequential writer or reader;
+    /// the pager does not fault them back in.
     pub(crate) fn released(&self) -> u64 {
         self.released.load(Ordering::Acquire)
     }
