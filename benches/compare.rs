@@ -117,9 +117,7 @@ impl Size {
             by_size_bytes: if full { 512 * MIB } else { 128 * MIB },
         }
     }
-}
 
-impl Size {
     /// How much [`prime_memory`] writes before each timed run: the most
     /// any one run of rows 1–3 writes, and a quarter GiB more.
     fn primed(&self) -> u64 {
@@ -157,14 +155,8 @@ fn prime_memory(dir: &Path) {
     if bytes == 0 {
         return;
     }
-    let path = dir.join("prime");
-    let chunk = vec![1u8; MIB as usize];
-    let mut f = File::create(&path).unwrap();
-    for _ in 0..bytes.div_ceil(MIB) {
-        f.write_all(&chunk).unwrap();
-    }
-    drop(f);
-    fs::remove_file(&path).unwrap();
+    write_chunks(dir, &vec![1u8; MIB as usize], bytes.div_ceil(MIB));
+    fs::remove_file(dir.join(WRITE_FILE)).unwrap();
 }
 
 /// One line of the table.
@@ -374,10 +366,13 @@ fn median_of_3(mut run: impl FnMut(&Path) -> Duration) -> Duration {
     times[1]
 }
 
+/// The file [`write_chunks`] writes in its directory.
+const WRITE_FILE: &str = "limit";
+
 /// The time of `n` page-cache `write()`s of `chunk` to a new file in `dir`
 /// (the machine's write limit).
 fn write_chunks(dir: &Path, chunk: &[u8], n: u64) -> Duration {
-    let mut f = File::create(dir.join("limit")).unwrap();
+    let mut f = File::create(dir.join(WRITE_FILE)).unwrap();
     let start = Instant::now();
     for _ in 0..n {
         f.write_all(chunk).unwrap();
