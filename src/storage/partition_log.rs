@@ -833,6 +833,13 @@ impl PartitionLog {
         }
     }
 
+    /// What calls on a partition of a deleted topic fail with.
+    fn unknown_topic(&self) -> Error {
+        Error::UnknownTopic {
+            topic: self.topic.to_string(),
+        }
+    }
+
     fn failed_error(&self, path: &Path, msg: &str) -> Error {
         Error::io(
             "append to a partition made read-only by an earlier fsync failure",
@@ -844,9 +851,7 @@ impl PartitionLog {
     fn check_writable(&self, st: &State) -> Result<()> {
         if st.deleted {
             // Its topic was deleted (shut too, but the log is not closed).
-            return Err(Error::UnknownTopic {
-                topic: self.topic.to_string(),
-            });
+            return Err(self.unknown_topic());
         }
         if st.shut {
             return Err(self.closed_error());
@@ -1789,9 +1794,7 @@ impl PartitionLog {
             // No records wanted, but the offset is still checked.
             let st = self.state.lock();
             if st.deleted {
-                return Err(Error::UnknownTopic {
-                    topic: self.topic.to_string(),
-                });
+                return Err(self.unknown_topic());
             }
             let (start, end) = (st.start_offset(), st.next_offset.min(cap));
             if from < start || from > end {
@@ -1818,9 +1821,7 @@ impl PartitionLog {
             let plan = {
                 let st = self.state.lock();
                 if st.deleted {
-                    return Err(Error::UnknownTopic {
-                        topic: self.topic.to_string(),
-                    });
+                    return Err(self.unknown_topic());
                 }
                 let (start, end) = (st.start_offset(), st.next_offset.min(cap));
                 if next < start || next > end {
@@ -2126,12 +2127,20 @@ impl PartitionLog {
             (st.closed.clone(), a.ix.max_timestamp.max(open_max))
         };
         for seg in &closed {
-            if seg.closed_max_timestamp()? < ts {
-                continue;
-            }
-            let after = match seg.closed_time_floor(ts) {
+            let found = match seg.closed_max_timestamp() {
+                Ok(max) if max < ts => continue,
+                Ok(_) => seg.closed_time_floor(ts),
+                Err(e) => Err(e),
+            };
+            let after = match found {
                 Ok(after) => after,
-                Err(_) if seg.is_deleted() => continue, // retention took it
+                // Retention took it, or its topic was deleted.
+                Err(_) if seg.is_deleted() => {
+                    if self.state.lock().deleted {
+                        return Err(self.unknown_topic());
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             let from = after.map_or(seg.base_offset, |o| o + 1);
@@ -2213,6 +2222,12 @@ impl PartitionLog {
             let mut st = self.state.lock();
             st.shut = true;
             st.deleted = true;
+            // A read that planned before this lock may still reach a closed
+            // segment: marked deleted, it loads no index (nor rebuilds one
+            // into the removed directory) and re-plans, finding `deleted`.
+            for seg in &st.closed {
+                seg.mark_deleted();
+            }
         }
         io::remove_dir_all(&self.dir)
     }
@@ -4130,6 +4145,35 @@ mod tests {
             Err(Error::OffsetOutOfRange { .. })
         ));
         assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(active));
+    }
+
+    /// Regression: a read that planned to read a closed segment just
+    /// before its topic was deleted found the index files gone, "rebuilt"
+    /// them into the removed directory and failed with `Error::Io`
+    /// ("open ...index.tmp: No such file or directory"); deleted topics
+    /// answer `Error::UnknownTopic`, and write nothing. Found by
+    /// tests/stress.rs.
+    #[test]
+    fn a_read_whose_topic_is_deleted_meanwhile_is_unknown_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap());
+        append_n(&log, 0, 200, 1000);
+        let seg = Arc::clone(&log.state.lock().closed[0]);
+        // As after an earlier read: the segment mapped, its index not loaded.
+        seg.closed_map().unwrap().unwrap();
+        let l = Arc::clone(&log);
+        crate::io::faults::after_next_read_plan(move || l.delete_files().unwrap());
+        let r = log.read(0, 10);
+        assert!(
+            matches!(&r, Err(Error::UnknownTopic { topic }) if topic == "t"),
+            "{r:?}"
+        );
+        let r = log.offset_for_timestamp(0);
+        assert!(matches!(r, Err(Error::UnknownTopic { .. })), "{r:?}");
+        assert!(
+            !log.dir.exists(),
+            "a lookup wrote into the removed directory"
+        );
     }
 
     /// Regression: an append that passed its topic handle's "deleted"

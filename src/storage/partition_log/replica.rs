@@ -298,9 +298,7 @@ impl PartitionLog {
 
     fn check_readable(&self, st: &State) -> Result<()> {
         if st.deleted {
-            return Err(Error::UnknownTopic {
-                topic: self.topic.to_string(),
-            });
+            return Err(self.unknown_topic());
         }
         if st.shut {
             return Err(self.closed_error());
