@@ -547,6 +547,36 @@ pub(crate) mod faults {
         })
     }
 
+    /// A step of the swap and what to run after it.
+    type StepHook = (u32, Box<dyn FnOnce()>);
+
+    thread_local! {
+        static AT_COMPACTION_STEP: RefCell<Option<StepHook>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f` once, in the next compaction on this thread, after swap
+    /// step `step` (see [`crash_compaction_after`]), to race other calls
+    /// with it.
+    pub(crate) fn at_compaction_step(step: u32, f: impl FnOnce() + 'static) {
+        AT_COMPACTION_STEP.with(|h| *h.borrow_mut() = Some((step, Box::new(f))));
+    }
+
+    pub(crate) fn run_at_compaction_step(step: u32) {
+        let due = AT_COMPACTION_STEP.with(|h| {
+            let mut h = h.borrow_mut();
+            match h.take() {
+                Some((s, f)) if s == step => Some(f),
+                other => {
+                    *h = other;
+                    None
+                }
+            }
+        });
+        if let Some(f) = due {
+            f();
+        }
+    }
+
     thread_local! {
         static CRASH_COMPRESSION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }

@@ -71,8 +71,8 @@
 //! length of an append or a read's planning, never across an fsync.
 //! `sync_lock` serializes fsyncs of the partition (and holds the recovery
 //! point); it is taken before `state`, never after. `cleaner_lock` (one
-//! compaction, truncation or restart of the partition at a time) comes
-//! before both. `watchers`, then the locks of the `Notify`s it rings, are
+//! compaction, truncation or restart of the partition at a time; topic
+//! deletion takes it to wait for a compaction) comes before both. `watchers`, then the locks of the `Notify`s it rings, are
 //! innermost. The full order is therefore `cleaner_lock` → `sync_lock` →
 //! `state` → `watchers` → a `Notify`'s lock; callers above the
 //! storage (a `Log`'s topic table, the cluster's metadata and partition
@@ -2218,6 +2218,11 @@ impl PartitionLog {
     /// Deletes the partition's directory (topic deletion). Reads fail with
     /// [`Error::UnknownTopic`] from now on.
     pub(crate) fn delete_files(&self) -> Result<()> {
+        // A compaction writes files into the directory outside the state
+        // lock: it ends first (later ones find the log deleted), or it
+        // would write into a removed directory, or into the directory of a
+        // topic of the same name created next.
+        let _no_compaction = self.cleaner_lock.lock();
         {
             let mut st = self.state.lock();
             st.shut = true;
@@ -2335,6 +2340,8 @@ fn prefetch_for_write(next: *const u8) {
 /// Tests stop a compaction after a step to play a crash (see
 /// `io::faults::crash_compaction_after`).
 fn crash_point(step: u32) -> Result<()> {
+    #[cfg(test)]
+    io::faults::run_at_compaction_step(step);
     #[cfg(test)]
     if io::faults::compaction_crash_due(step) {
         return Err(Error::io(
@@ -4689,6 +4696,52 @@ mod tests {
         assert!(first > 0);
         log.compact(compact_settings(u64::MAX)).unwrap();
         assert_eq!(tombstones(&log), first, "tombstones dropped");
+    }
+
+    /// Regression: a compaction that was writing its files when its topic
+    /// was deleted went on writing into the removed directory (failing
+    /// with `Error::Io`), and, had a topic of the same name been created
+    /// there meanwhile, would have renamed its files over the new topic's
+    /// segment. Deletion now waits for the compaction to end.
+    #[test]
+    fn deleting_a_topic_waits_for_its_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(PartitionLog::create(dir.path(), topic(), 0, COMPACTED).unwrap());
+        append_keyed(&log, 0, 2000, 10);
+        let (deleting, deleted) = (
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        );
+        let deleter = {
+            let (log, deleting, deleted) = (Arc::clone(&log), deleting.clone(), deleted.clone());
+            std::thread::spawn(move || {
+                while !deleting.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
+                log.delete_files().unwrap();
+                deleted.store(true, Ordering::Release);
+            })
+        };
+        let observed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::clone(&observed);
+        // Once the compacted files are written: start the deletion and
+        // give it time to run (it must not).
+        crate::io::faults::at_compaction_step(1, move || {
+            deleting.store(true, Ordering::Release);
+            std::thread::sleep(Duration::from_millis(100));
+            seen.store(deleted.load(Ordering::Acquire), Ordering::Release);
+        });
+        let r = log.compact(compact_settings(u64::MAX));
+        deleter.join().unwrap();
+        assert!(
+            !observed.load(Ordering::Acquire),
+            "deleted under a compaction"
+        );
+        let report = r.unwrap();
+        assert!(report.segments_in > 1, "{report:?}");
+        assert!(!log.dir.exists(), "files left after the deletion");
+        let r = log.compact(compact_settings(u64::MAX));
+        assert!(matches!(r, Err(Error::UnknownTopic { .. })), "{r:?}");
     }
 
     #[test]
