@@ -72,7 +72,9 @@
 //! `sync_lock` serializes fsyncs of the partition (and holds the recovery
 //! point); it is taken before `state`, never after. `cleaner_lock` (one
 //! compaction, truncation or restart of the partition at a time; topic
-//! deletion takes it to wait for a compaction) comes before both. `watchers`, then the locks of the `Notify`s it rings, are
+//! deletion takes it to wait for a compaction) comes before both.
+//! `files_lock` (retention removing segment files by name, and topic
+//! deletion) comes after `cleaner_lock` and before `state`. `watchers`, then the locks of the `Notify`s it rings, are
 //! innermost. The full order is therefore `cleaner_lock` → `sync_lock` →
 //! `state` → `watchers` → a `Notify`'s lock; callers above the
 //! storage (a `Log`'s topic table, the cluster's metadata and partition
@@ -387,6 +389,10 @@ pub(crate) struct PartitionLog {
     clean_offset: AtomicU64,
     /// One compaction at a time.
     cleaner_lock: Mutex<()>,
+    /// Held while segment files are removed by name (retention) and while
+    /// the topic's deletion removes the directory: after a deletion, those
+    /// names may be a new topic's of the same name.
+    files_lock: Mutex<()>,
     /// Wakers of consumers that read this partition (appends skip the
     /// notification while `watcher_count` is 0).
     watchers: Mutex<Vec<std::sync::Weak<Notify>>>,
@@ -579,6 +585,7 @@ impl PartitionLog {
             group_commit: GroupCommit::default(),
             clean_offset: AtomicU64::new(0),
             cleaner_lock: Mutex::new(()),
+            files_lock: Mutex::new(()),
             watchers: Mutex::new(Vec::new()),
             watcher_count: std::sync::atomic::AtomicUsize::new(0),
             visible_end: AtomicU64::new(u64::MAX),
@@ -1127,6 +1134,14 @@ impl PartitionLog {
     fn remove_segments(&self, doomed: &[Arc<Segment>]) -> Result<()> {
         for seg in doomed {
             seg.mark_deleted();
+        }
+        let _files = self.files_lock.lock();
+        if self.state.lock().deleted {
+            // The directory went with the topic; its names may be a new
+            // topic's now.
+            return Ok(());
+        }
+        for seg in doomed {
             seg.delete_files()?;
         }
         if !doomed.is_empty() {
@@ -2223,6 +2238,7 @@ impl PartitionLog {
         // would write into a removed directory, or into the directory of a
         // topic of the same name created next.
         let _no_compaction = self.cleaner_lock.lock();
+        let _files = self.files_lock.lock();
         {
             let mut st = self.state.lock();
             st.shut = true;
@@ -4696,6 +4712,33 @@ mod tests {
         assert!(first > 0);
         log.compact(compact_settings(u64::MAX)).unwrap();
         assert_eq!(tombstones(&log), first, "tombstones dropped");
+    }
+
+    /// Regression: retention (or `delete_before`) that had picked segments
+    /// of a partition just before its topic was deleted removed their
+    /// files by path afterwards: from the directory of a topic of the same
+    /// name created meanwhile, whose first segment has the same name.
+    #[test]
+    fn retention_in_a_deleted_partition_removes_no_files_of_its_successor() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap();
+        append_n(&old, 0, 200, 1000);
+        let active = old.state.lock().active.seg.base_offset;
+        assert!(active > 0, "no segment rolled");
+        old.delete_files().unwrap();
+        let new = PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap();
+        append_n(&new, 0, 3, 10);
+        let first = new.state.lock().active.seg.log_path.clone();
+        assert_eq!(
+            first,
+            old.state.lock().closed[0].log_path,
+            "not the same name"
+        );
+        old.delete_before(active).unwrap();
+        assert!(first.exists(), "the new topic's segment was removed");
+        let (rp, _) = new.close().unwrap();
+        let reopened = reopen(dir.path(), true, rp);
+        assert_eq!(reopened.read(0, 10).unwrap().len(), 3);
     }
 
     /// Regression: a compaction that was writing its files when its topic
