@@ -547,6 +547,23 @@ pub(crate) mod faults {
         })
     }
 
+    thread_local! {
+        static AFTER_RETENTION_SCAN: RefCell<Option<Box<dyn FnOnce()>>> =
+            const { RefCell::new(None) };
+    }
+
+    /// Runs `f` once, in the next retention pass on this thread, between
+    /// learning which segments expired and removing them.
+    pub(crate) fn after_next_retention_scan(f: impl FnOnce() + 'static) {
+        AFTER_RETENTION_SCAN.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    pub(crate) fn run_after_retention_scan() {
+        if let Some(f) = AFTER_RETENTION_SCAN.with(|h| h.borrow_mut().take()) {
+            f();
+        }
+    }
+
     /// A step of the swap and what to run after it.
     type StepHook = (u32, Box<dyn FnOnce()>);
 

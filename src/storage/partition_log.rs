@@ -1671,20 +1671,37 @@ impl PartitionLog {
         }
         let candidates: Vec<Arc<Segment>> = self.state.lock().closed.clone();
         // Learn the age of each candidate outside the lock (reads time indexes).
-        let mut expired = 0usize;
+        let mut n_expired = 0usize;
         if let Some(ms) = self.limits.retention_ms {
             let cutoff = now_ms.saturating_sub(ms.min(i64::MAX as u64) as i64);
             for seg in &candidates {
-                if seg.closed_max_timestamp()? < cutoff {
-                    expired += 1;
-                } else {
-                    break;
+                match seg.closed_max_timestamp() {
+                    Ok(ts) if ts < cutoff => n_expired += 1,
+                    Ok(_) => break,
+                    // Removed meanwhile: by another pass, a compaction, or
+                    // with its topic (then nothing is removed below).
+                    Err(_) if seg.is_deleted() => break,
+                    Err(e) => return Err(e),
                 }
             }
         }
+        #[cfg(test)]
+        io::faults::run_after_retention_scan();
         let doomed: Vec<Arc<Segment>> = {
             let mut st = self.state.lock();
-            let mut n = expired.min(st.closed.len());
+            if st.deleted {
+                return Ok(());
+            }
+            // The expired candidates still at the front: another retention
+            // pass (an appender's, the background thread's) or a compaction
+            // may have changed the list since it was copied, and a count
+            // alone would then take segments that have not expired.
+            let expired = &candidates[..n_expired];
+            let mut n = st
+                .closed
+                .iter()
+                .take_while(|s| expired.iter().any(|e| Arc::ptr_eq(e, s)))
+                .count();
             if let Some(limit) = self.limits.retention_bytes {
                 let mut total: u64 =
                     st.closed.iter().map(|s| s.closed_len()).sum::<u64>() + st.active.write_pos;
@@ -1703,7 +1720,7 @@ impl PartitionLog {
                 partition = self.partition,
                 segments = doomed.len(),
                 bytes = doomed.iter().map(|s| s.closed_len()).sum::<u64>(),
-                by_age = expired.min(doomed.len()),
+                by_age = n_expired.min(doomed.len()),
                 first_base_offset = doomed[0].base_offset,
                 last_base_offset = next,
                 "retention deleted segments"
@@ -2137,6 +2154,9 @@ impl PartitionLog {
     pub(crate) fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
         let (closed, active_max) = {
             let st = self.state.lock();
+            if st.deleted {
+                return Err(self.unknown_topic());
+            }
             let a = &st.active;
             let open_max = a.open.as_ref().map_or(-1, |o| o.max_timestamp);
             (st.closed.clone(), a.ix.max_timestamp.max(open_max))
@@ -4191,8 +4211,10 @@ mod tests {
             matches!(&r, Err(Error::UnknownTopic { topic }) if topic == "t"),
             "{r:?}"
         );
-        let r = log.offset_for_timestamp(0);
-        assert!(matches!(r, Err(Error::UnknownTopic { .. })), "{r:?}");
+        for ts in [0, i64::MAX] {
+            let r = log.offset_for_timestamp(ts);
+            assert!(matches!(r, Err(Error::UnknownTopic { .. })), "{ts}: {r:?}");
+        }
         assert!(
             !log.dir.exists(),
             "a lookup wrote into the removed directory"
@@ -4712,6 +4734,73 @@ mod tests {
         assert!(first > 0);
         log.compact(compact_settings(u64::MAX)).unwrap();
         assert_eq!(tombstones(&log), first, "tombstones dropped");
+    }
+
+    /// Regression: two retention passes at once (an appender's after a
+    /// roll and the background thread's) each counted the expired
+    /// segments, and each removed that many from the front of the list:
+    /// the second took segments that had not expired.
+    #[test]
+    fn concurrent_retention_passes_remove_only_expired_segments() {
+        const HOUR: i64 = 3_600_000;
+        let limits = Limits {
+            retention_ms: Some(HOUR as u64),
+            ..LIMITS
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(PartitionLog::create(dir.path(), topic(), 0, limits).unwrap());
+        // Timestamps of now, a millisecond apart: appends' own retention
+        // passes find nothing expired.
+        let start = now_ms();
+        let value = [7u8; 1000];
+        for i in 0..300 {
+            let parts = RecordParts::new(None, Some(&value), &[]);
+            log.append([(parts, start + i)], |_, _| {}).unwrap();
+        }
+        let closed = log.state.lock().closed.clone();
+        assert!(closed.len() >= 4, "{} segments", closed.len());
+        // At this time, the first two segments have expired, no others.
+        let now = closed[1].closed_max_timestamp().unwrap() + 1 + HOUR;
+        let l = Arc::clone(&log);
+        crate::io::faults::after_next_retention_scan(move || l.apply_retention(now).unwrap());
+        log.apply_retention(now).unwrap();
+        let left = log.state.lock().closed.clone();
+        assert_eq!(left.len(), closed.len() - 2);
+        assert!(Arc::ptr_eq(&left[0], &closed[2]));
+        assert_eq!(log.start_offset(), closed[2].base_offset);
+    }
+
+    /// Regression: retention in a partition whose topic was deleted, with
+    /// segments whose largest timestamp was not known yet (trusted on
+    /// reopen, never read), failed with `Error::Io` ("load index of
+    /// deleted segment"), also as the result of an append that had been
+    /// written.
+    #[test]
+    fn retention_in_a_deleted_partition_is_not_an_error() {
+        let limits = Limits {
+            retention_ms: Some(3_600_000),
+            ..LIMITS
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
+        let value = [7u8; 1000];
+        for _ in 0..300 {
+            let parts = RecordParts::new(None, Some(&value), &[]);
+            log.append([(parts, now_ms())], |_, _| {}).unwrap();
+        }
+        let (rp, _) = log.close().unwrap();
+        let hints = OpenHints {
+            recovery: rp,
+            clean: None,
+            same_boot: true,
+            clean_offset: 0,
+        };
+        let log = PartitionLog::open(dir.path(), topic(), 0, limits, hints).unwrap();
+        assert!(log.state.lock().closed.len() > 1);
+        log.delete_files().unwrap();
+        log.apply_retention(now_ms() + 10 * 3_600_000).unwrap();
+        let r = log.offset_for_timestamp(i64::MAX);
+        assert!(matches!(r, Err(Error::UnknownTopic { .. })), "{r:?}");
     }
 
     /// Regression: retention (or `delete_before`) that had picked segments
