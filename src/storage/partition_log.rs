@@ -1457,6 +1457,11 @@ impl PartitionLog {
     fn sync_locked(&self, rp: &mut RecoveryPoint, keep: bool) -> Result<()> {
         let (mut files, active, dir_dirty, end, point, harden) = {
             let mut st = self.state.lock();
+            if st.deleted {
+                // Nothing left to make durable, and the file names may be
+                // a new topic's (see `delete_files`).
+                return Ok(());
+            }
             if let Some((path, msg)) = &st.failed {
                 return Err(self.failed_error(path, msg));
             }
@@ -1993,8 +1998,14 @@ impl PartitionLog {
                     segment = %seg.index_path.display(),
                     "offset index does not match its segment; rebuilding it"
                 );
-                seg.discard_index_and_rebuild()?;
-                let (pos, expect) = seg.closed_lookup(from)?;
+                let rebuilt = seg
+                    .discard_index_and_rebuild()
+                    .and_then(|()| seg.closed_lookup(from));
+                let (pos, expect) = match rebuilt {
+                    Ok(found) => found,
+                    Err(_) if seg.is_deleted() => return Ok(false),
+                    Err(e) => return Err(e),
+                };
                 read(pos, expect, out).map_err(|e| e.into_error(seg, pos))?
             }
             other => other.map_err(|e| e.into_error(seg, pos))?,
@@ -2263,6 +2274,8 @@ impl PartitionLog {
             let mut st = self.state.lock();
             st.shut = true;
             st.deleted = true;
+            // Zeros queued for the pager land nowhere.
+            st.active.fence.close();
             // A read that planned before this lock may still reach a closed
             // segment: marked deleted, it loads no index (nor rebuilds one
             // into the removed directory) and re-plans, finding `deleted`.
@@ -2880,6 +2893,12 @@ impl State {
     }
 
     fn seal_open(&mut self) {
+        if self.deleted {
+            // Its topic is gone, and its file names may be a new topic's
+            // (sealing can compress through a journal file and ask for
+            // zeros ahead): nothing is sealed.
+            return;
+        }
         let a = &mut self.active;
         let Some(open) = a.open.take() else {
             return;
@@ -4182,6 +4201,8 @@ mod tests {
         assert!(!matches!(r, Err(Error::Corrupt { .. }) | Ok(_)), "{r:?}");
         let r = seg.closed_time_floor(1_005);
         assert!(!matches!(r, Err(Error::Corrupt { .. }) | Ok(_)), "{r:?}");
+        // As after a lookup that found the index did not match the log.
+        assert!(seg.discard_index_and_rebuild().is_err());
         assert!(!seg.index_path.exists() && !seg.timeindex_path.exists());
         assert!(matches!(
             log.read(0, 1),
@@ -4734,6 +4755,50 @@ mod tests {
         assert!(first > 0);
         log.compact(compact_settings(u64::MAX)).unwrap();
         assert_eq!(tombstones(&log), first, "tombstones dropped");
+    }
+
+    /// Regression: sealing and syncing a partition whose topic was deleted
+    /// (the background thread's list of partitions, `Log::flush` or a
+    /// durable append's fsync, taken before the deletion) went on to use
+    /// files by name: the compression journal, growing the segment file
+    /// for the fsync's zeros. With a topic of the same name created
+    /// meanwhile, those names were the new topic's files.
+    #[test]
+    fn sealing_a_deleted_partition_touches_no_file_of_its_successor() {
+        let limits = Limits {
+            compression: Compression::Lz4,
+            ..LIMITS
+        };
+        let listing = |dir: &Path| {
+            let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let len = e.metadata().unwrap().len();
+                    (e.file_name().to_string_lossy().into_owned(), len)
+                })
+                .collect();
+            files.sort();
+            files
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let old = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
+        let value = [7u8; 100];
+        for i in 0..50 {
+            let parts = RecordParts::new(None, Some(&value), &[]);
+            old.append([(parts, 1_000 + i)], |_, _| {}).unwrap();
+        }
+        assert!(old.state.lock().active.open.is_some(), "no open batch");
+        old.delete_files().unwrap();
+        let new = PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap();
+        append_n(&new, 0, 3, 10);
+        let before = listing(&new.dir);
+        old.seal_if_idle(Duration::ZERO);
+        old.flush().unwrap();
+        old.sync_to(50).unwrap();
+        old.sync().unwrap();
+        assert_eq!(listing(&new.dir), before);
+        assert_eq!(new.read(0, 10).unwrap().len(), 3);
     }
 
     /// Regression: two retention passes at once (an appender's after a

@@ -749,9 +749,18 @@ impl Segment {
     /// Drops a loaded index so the next lookup rebuilds it (after a lookup
     /// landed on a position that is not the batch the entry promised).
     pub(crate) fn discard_index_and_rebuild(&self) -> Result<()> {
-        *self.index.lock() = None;
-        let ix = Arc::new(self.rebuild_index()?);
-        *self.index.lock() = Some(ix);
+        let mut slot = self.index.lock();
+        *slot = None;
+        // Under the lock, as in `closed_index`: a deleted segment's files
+        // are gone or going, and a rebuild would write stray ones.
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(Error::io(
+                "rebuild index of deleted segment",
+                &self.index_path,
+                std::io::ErrorKind::NotFound.into(),
+            ));
+        }
+        *slot = Some(Arc::new(self.rebuild_index()?));
         Ok(())
     }
 
