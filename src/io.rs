@@ -564,6 +564,23 @@ pub(crate) mod faults {
         }
     }
 
+    thread_local! {
+        static IN_TOPIC_DELETION: RefCell<Option<Box<dyn FnOnce()>>> =
+            const { RefCell::new(None) };
+    }
+
+    /// Runs `f` once, in the next `delete_topic` on this thread, after the
+    /// topic left the topic table and before its files go.
+    pub(crate) fn in_next_topic_deletion(f: impl FnOnce() + 'static) {
+        IN_TOPIC_DELETION.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    pub(crate) fn run_in_topic_deletion() {
+        if let Some(f) = IN_TOPIC_DELETION.with(|h| h.borrow_mut().take()) {
+            f();
+        }
+    }
+
     /// A step of the swap and what to run after it.
     type StepHook = (u32, Box<dyn FnOnce()>);
 

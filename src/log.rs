@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{LogConfig, SyncPolicy, TopicConfig, MAX_PARTITIONS};
@@ -177,7 +177,8 @@ struct Shared {
     dir: PathBuf,
     config: LogConfig,
     topics: RwLock<BTreeMap<String, Arc<TopicInner>>>,
-    /// Serializes topic creation, deletion and partition changes.
+    /// Serializes topic creation, deletion and partition changes, and
+    /// `close` with them.
     admin: Mutex<()>,
     closed: AtomicBool,
     stop: Mutex<bool>,
@@ -398,7 +399,7 @@ impl Log {
         }
         config.validate(name)?;
         let s = &self.inner.shared;
-        let _admin = s.admin.lock();
+        let _admin = s.admin()?;
         if s.topics.read().contains_key(name) {
             return Err(Error::TopicExists {
                 topic: name.to_owned(),
@@ -475,7 +476,7 @@ impl Log {
     pub fn add_partitions(&self, name: &str, partitions: u32) -> Result<()> {
         self.check_open()?;
         let s = &self.inner.shared;
-        let _admin = s.admin.lock();
+        let _admin = s.admin()?;
         let topic = s.topic_inner(name)?;
         let current = topic.partitions.len() as u32;
         if partitions <= current {
@@ -517,7 +518,7 @@ impl Log {
     pub fn set_compression(&self, name: &str, codec: Compression) -> Result<()> {
         self.check_open()?;
         let s = &self.inner.shared;
-        let _admin = s.admin.lock();
+        let _admin = s.admin()?;
         let topic = s.topic_inner(name)?;
         let cfg = topic.config.read().clone().compression(codec);
         cfg.validate(name)?;
@@ -536,13 +537,15 @@ impl Log {
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         self.check_open()?;
         let s = &self.inner.shared;
-        let _admin = s.admin.lock();
+        let _admin = s.admin()?;
         let topic = s.topic_inner(name)?;
         let mut file = self.topics_file();
         file.topics.remove(name);
         write_meta(&s.dir.join(TOPICS_FILE), &file)?;
         s.topics.write().remove(name);
         topic.deleted.store(true, Ordering::Release);
+        #[cfg(test)]
+        io::faults::run_in_topic_deletion();
         s.metadata_epoch.fetch_add(1, Ordering::AcqRel);
         s.coordinator.offsets.remove_topic(name)?;
         for log in topic.partitions.view().iter() {
@@ -769,6 +772,15 @@ impl Shared {
         all
     }
 
+    /// The admin lock, once the log is known to be still open: `close`
+    /// holds it, so an admin call that got past its first check waits for
+    /// the close and then fails here instead of changing a closed log.
+    fn admin(&self) -> Result<MutexGuard<'_, ()>> {
+        let guard = self.admin.lock();
+        self.check_open()?;
+        Ok(guard)
+    }
+
     /// An existing topic's shared state, or [`Error::UnknownTopic`].
     fn topic_inner(&self, name: &str) -> Result<Arc<TopicInner>> {
         self.topics
@@ -837,6 +849,9 @@ fn close(shared: &Arc<Shared>, background: &Mutex<Option<JoinHandle<()>>>) -> Re
     if let Some(h) = background.lock().take() {
         let _ = h.join();
     }
+    // A topic created, grown or deleted meanwhile is done first: its
+    // partitions are then in the list, or gone with their files.
+    let _admin = shared.admin.lock();
     let mut clean = BTreeMap::new();
     let mut first_err = None;
     for log in shared.partitions() {
@@ -1089,6 +1104,45 @@ fn remove_orphans(dir: &Path, topics: &TopicsFile) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: `close` racing `delete_topic` closed the log while the
+    /// deletion went on (its offsets store closed under it: `delete_topic`
+    /// failed halfway, with the topic's directories left behind), and an
+    /// admin call that passed its open check before `close` changed the
+    /// closed log. `close` now waits for admin calls in flight, and admin
+    /// calls check again under the admin lock.
+    #[test]
+    fn close_waits_for_a_topic_deletion_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path()).unwrap();
+        let t = log.create_topic("t", TopicConfig::default()).unwrap();
+        t.send(crate::Record::new("v")).unwrap();
+        // Committed offsets: deleting the topic removes them through the
+        // offsets log, which `close` closes.
+        let tp = crate::TopicPartition::new("t", 0);
+        log.group("g")
+            .unwrap()
+            .reset_offsets(&[tp], crate::ResetTo::Latest)
+            .unwrap();
+        let closing = Arc::new(Mutex::new(None));
+        let (l, c) = (log.clone(), Arc::clone(&closing));
+        io::faults::in_next_topic_deletion(move || {
+            *c.lock() = Some(std::thread::spawn(move || l.close()));
+            // Time for the close to run, were it not waiting.
+            std::thread::sleep(Duration::from_millis(100));
+        });
+        log.delete_topic("t").unwrap();
+        let close = closing.lock().take().unwrap();
+        close.join().unwrap().unwrap();
+        assert!(matches!(
+            log.create_topic("u", TopicConfig::default()),
+            Err(Error::Closed { .. })
+        ));
+        assert!(!dir.path().join("t-0").exists());
+        assert!(dir.path().join(CLEAN_MARKER).exists());
+        let log = Log::open(dir.path()).unwrap();
+        assert!(matches!(log.topic("t"), Err(Error::UnknownTopic { .. })));
+    }
 
     #[test]
     fn a_persisting_background_error_is_logged_once_and_its_end_once() {
