@@ -743,12 +743,17 @@ impl TxnHost for Shared {
         epoch: i16,
         commit: bool,
     ) -> Result<()> {
-        // A topic deleted since holds nothing to mark.
-        if let Some(log) = self.partition_log(topic, partition) {
-            let marker = log.append_marker(producer_id, epoch, commit)?;
-            if let (Some(offset), SyncPolicy::Always) = (marker, self.config.sync) {
-                log.sync_to(offset + 1)?;
-            }
+        // A topic deleted since holds nothing to mark, also when it is
+        // deleted between the lookup and the marker.
+        let Some(log) = self.partition_log(topic, partition) else {
+            return Ok(());
+        };
+        let marker = match log.append_marker(producer_id, epoch, commit) {
+            Err(Error::UnknownTopic { .. }) => return Ok(()),
+            other => other?,
+        };
+        if let (Some(offset), SyncPolicy::Always) = (marker, self.config.sync) {
+            log.sync_to(offset + 1)?;
         }
         Ok(())
     }
@@ -1104,6 +1109,21 @@ fn remove_orphans(dir: &Path, topics: &TopicsFile) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a transaction's marker for a partition whose topic was
+    /// deleted between the lookup and the append failed the commit or
+    /// abort with `Error::UnknownTopic`; such partitions are skipped.
+    #[test]
+    fn a_marker_for_a_partition_deleted_meanwhile_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path()).unwrap();
+        log.create_topic("t", TopicConfig::default()).unwrap();
+        let s = &log.inner.shared;
+        // Deleted after the lookup: the log is still in the table.
+        s.partition_log("t", 0).unwrap().delete_files().unwrap();
+        s.write_marker("t", 0, 1, 0, true).unwrap();
+        s.write_marker("t", 0, 1, 0, false).unwrap();
+    }
 
     /// Regression: `close` racing `delete_topic` closed the log while the
     /// deletion went on (its offsets store closed under it: `delete_topic`
