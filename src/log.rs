@@ -435,6 +435,7 @@ impl Log {
             s.config.sync,
         ));
         s.topics.write().insert(name.to_owned(), Arc::clone(&inner));
+        s.coordinator.offsets.topic_created(name);
         s.metadata_epoch.fetch_add(1, Ordering::AcqRel);
         // Drop any recovery point a deleted topic of this name left behind.
         s.write_checkpoint()?;

@@ -18,7 +18,8 @@
 //! holds at most about two snapshots' worth of records plus the commits
 //! between them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -53,6 +54,10 @@ pub(crate) struct OffsetStore {
 struct StoreState {
     groups: HashMap<String, GroupOffsets>,
     records_since_snapshot: u64,
+    /// Topics deleted (and not created again) since the store opened:
+    /// commits for them store nothing. A commit checked against the topic
+    /// table before the deletion may arrive after its offsets were removed.
+    removed: HashSet<String>,
 }
 
 pub(crate) fn encode_key(group: &str, tp: &TopicPartition) -> Vec<u8> {
@@ -140,6 +145,7 @@ impl OffsetStore {
             state: Mutex::new(StoreState {
                 groups,
                 records_since_snapshot: records,
+                removed: HashSet::new(),
             }),
             link: None,
         })
@@ -174,13 +180,22 @@ impl OffsetStore {
         group: &str,
         offsets: &[(TopicPartition, Option<u64>)],
     ) -> Result<()> {
+        let mut st = self.state.lock();
+        let offsets: Cow<'_, [_]> = if st.removed.is_empty() {
+            Cow::Borrowed(offsets)
+        } else {
+            offsets
+                .iter()
+                .filter(|(tp, o)| o.is_none() || !st.removed.contains(&tp.topic))
+                .cloned()
+                .collect()
+        };
         if offsets.is_empty() {
             return Ok(());
         }
-        let mut st = self.state.lock();
-        self.append(group, offsets)?;
+        self.append(group, &offsets)?;
         let g = st.groups.entry(group.to_owned()).or_default();
-        for (tp, off) in offsets {
+        for (tp, off) in offsets.iter() {
             match off {
                 Some(o) => {
                     g.insert(tp.clone(), *o);
@@ -279,7 +294,8 @@ impl OffsetStore {
     /// Removes every group's offsets for `topic` (the topic was deleted).
     pub(crate) fn remove_topic(&self, topic: &str) -> Result<()> {
         let doomed: Vec<(String, TopicPartition)> = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
+            st.removed.insert(topic.to_owned());
             st.groups
                 .iter()
                 .flat_map(|(g, offs)| {
@@ -297,6 +313,11 @@ impl OffsetStore {
             self.commit(&g, &list)?;
         }
         Ok(())
+    }
+
+    /// `topic` was created (again): its commits are stored from now on.
+    pub(crate) fn topic_created(&self, topic: &str) {
+        self.state.lock().removed.remove(topic);
     }
 }
 
@@ -332,6 +353,27 @@ mod tests {
         OffsetStore::open(Arc::new(log), SyncPolicy::Never).unwrap()
     }
 
+    /// Regression: a commit checked against the topic table before its
+    /// topic's deletion, arriving after the deletion removed the topic's
+    /// offsets, stored them again (the group came back in listings and
+    /// lag, and a topic of the same name created later started from them).
+    #[test]
+    fn commits_for_a_removed_topic_store_nothing_until_it_is_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), true);
+        let (t0, u0) = (TopicPartition::new("t", 0), TopicPartition::new("u", 0));
+        s.commit("g", &[(t0.clone(), Some(5))]).unwrap();
+        s.remove_topic("t").unwrap();
+        assert_eq!(s.committed("g", &t0), None);
+        s.commit("g", &[(t0.clone(), Some(7)), (u0.clone(), Some(3))])
+            .unwrap();
+        assert_eq!(s.committed("g", &t0), None, "stored for a removed topic");
+        assert_eq!(s.committed("g", &u0), Some(3));
+        s.topic_created("t");
+        s.commit("g", &[(t0.clone(), Some(9))]).unwrap();
+        assert_eq!(s.committed("g", &t0), Some(9));
+    }
+
     #[test]
     fn keys_round_trip() {
         let tp = TopicPartition::new("orders", 7);
@@ -353,6 +395,7 @@ mod tests {
         s.commit("g", &[(t0.clone(), Some(6))]).unwrap();
         s.commit("h", &[(t0.clone(), Some(1))]).unwrap();
         s.remove_topic("t").unwrap();
+        s.topic_created("t");
         s.commit("g", &[(t1.clone(), Some(10))]).unwrap();
         drop(s);
         let s = store(dir.path(), false);
