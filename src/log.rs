@@ -535,6 +535,11 @@ impl Log {
 
     /// Deletes a topic and its data. Handles to it fail with
     /// [`Error::UnknownTopic`] afterwards; messages already read stay valid.
+    /// Calls racing the deletion either finish before it or fail so; a
+    /// compaction of one of its partitions in progress is waited for, and
+    /// consumer groups' committed offsets for it are removed (commits that
+    /// arrive later store nothing, until a topic of that name is created
+    /// again).
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         self.check_open()?;
         let s = &self.inner.shared;
