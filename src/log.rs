@@ -434,8 +434,9 @@ impl Log {
             Partitions::local(logs),
             s.config.sync,
         ));
-        s.topics.write().insert(name.to_owned(), Arc::clone(&inner));
+        // Before the topic is visible: a commit for it must be stored.
         s.coordinator.offsets.topic_created(name);
+        s.topics.write().insert(name.to_owned(), Arc::clone(&inner));
         s.metadata_epoch.fetch_add(1, Ordering::AcqRel);
         // Drop any recovery point a deleted topic of this name left behind.
         s.write_checkpoint()?;

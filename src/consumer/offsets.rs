@@ -181,14 +181,13 @@ impl OffsetStore {
         offsets: &[(TopicPartition, Option<u64>)],
     ) -> Result<()> {
         let mut st = self.state.lock();
-        let offsets: Cow<'_, [_]> = if st.removed.is_empty() {
+        let stale = |(tp, o): &&(TopicPartition, Option<u64>)| {
+            o.is_some() && st.removed.contains(&tp.topic)
+        };
+        let offsets: Cow<'_, [_]> = if !offsets.iter().any(|e| stale(&e)) {
             Cow::Borrowed(offsets)
         } else {
-            offsets
-                .iter()
-                .filter(|(tp, o)| o.is_none() || !st.removed.contains(&tp.topic))
-                .cloned()
-                .collect()
+            offsets.iter().filter(|e| !stale(e)).cloned().collect()
         };
         if offsets.is_empty() {
             return Ok(());

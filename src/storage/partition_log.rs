@@ -74,9 +74,12 @@
 //! compaction, truncation or restart of the partition at a time; topic
 //! deletion takes it to wait for a compaction) comes before both.
 //! `files_lock` (retention removing segment files by name, and topic
-//! deletion) comes after `cleaner_lock` and before `state`. `watchers`, then the locks of the `Notify`s it rings, are
-//! innermost. The full order is therefore `cleaner_lock` → `sync_lock` →
-//! `state` → `watchers` → a `Notify`'s lock; callers above the
+//! deletion) comes after `cleaner_lock` and before `sync_lock` and
+//! `state`. `watchers`, then the locks of the `Notify`s it rings, are
+//! innermost. The full order is therefore `cleaner_lock` → `files_lock` →
+//! `sync_lock` → `state` → a segment's map and index locks (topic deletion
+//! marks segments deleted under `state`, waiting for an index rebuild in
+//! progress) → `watchers` → a `Notify`'s lock; callers above the
 //! storage (a `Log`'s topic table, the cluster's metadata and partition
 //! locks, the offset and transaction stores) take theirs before any of
 //! these, and storage never calls back into them. The group-commit round
@@ -1692,7 +1695,7 @@ impl PartitionLog {
         }
         #[cfg(test)]
         io::faults::run_after_retention_scan();
-        let doomed: Vec<Arc<Segment>> = {
+        let (doomed, by_age): (Vec<Arc<Segment>>, usize) = {
             let mut st = self.state.lock();
             if st.deleted {
                 return Ok(());
@@ -1701,12 +1704,20 @@ impl PartitionLog {
             // pass (an appender's, the background thread's) or a compaction
             // may have changed the list since it was copied, and a count
             // alone would then take segments that have not expired.
+            // Both lists are in offset order: find the live list's first
+            // segment among the expired, then match pairwise.
             let expired = &candidates[..n_expired];
-            let mut n = st
-                .closed
-                .iter()
-                .take_while(|s| expired.iter().any(|e| Arc::ptr_eq(e, s)))
-                .count();
+            let by_age = st.closed.first().map_or(0, |first| {
+                let at = expired.iter().position(|e| Arc::ptr_eq(e, first));
+                at.map_or(0, |at| {
+                    expired[at..]
+                        .iter()
+                        .zip(&st.closed)
+                        .take_while(|(e, s)| Arc::ptr_eq(e, s))
+                        .count()
+                })
+            });
+            let mut n = by_age;
             if let Some(limit) = self.limits.retention_bytes {
                 let mut total: u64 =
                     st.closed.iter().map(|s| s.closed_len()).sum::<u64>() + st.active.write_pos;
@@ -1716,7 +1727,7 @@ impl PartitionLog {
                     n += 1;
                 }
             }
-            st.closed.drain(..n).collect()
+            (st.closed.drain(..n).collect(), by_age)
         };
         if !doomed.is_empty() {
             let next = doomed.last().map(|s| s.base_offset);
@@ -1725,7 +1736,7 @@ impl PartitionLog {
                 partition = self.partition,
                 segments = doomed.len(),
                 bytes = doomed.iter().map(|s| s.closed_len()).sum::<u64>(),
-                by_age = n_expired.min(doomed.len()),
+                by_age,
                 first_base_offset = doomed[0].base_offset,
                 last_base_offset = next,
                 "retention deleted segments"
@@ -4923,12 +4934,15 @@ mod tests {
         let seen = Arc::clone(&observed);
         // Once the compacted files are written: start the deletion and
         // give it time to run (it must not).
+        let start = Arc::clone(&deleting);
         crate::io::faults::at_compaction_step(1, move || {
-            deleting.store(true, Ordering::Release);
+            start.store(true, Ordering::Release);
             std::thread::sleep(Duration::from_millis(100));
             seen.store(deleted.load(Ordering::Acquire), Ordering::Release);
         });
         let r = log.compact(compact_settings(u64::MAX));
+        // Also if the compaction failed before the step (then `r` says so).
+        deleting.store(true, Ordering::Release);
         deleter.join().unwrap();
         assert!(
             !observed.load(Ordering::Acquire),
