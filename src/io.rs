@@ -547,38 +547,42 @@ pub(crate) mod faults {
         })
     }
 
+    /// Something a test runs once, at a point of a call on its thread.
+    type Hook = RefCell<Option<Box<dyn FnOnce()>>>;
+
+    fn set_hook(hook: &'static std::thread::LocalKey<Hook>, f: impl FnOnce() + 'static) {
+        hook.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    fn run_hook(hook: &'static std::thread::LocalKey<Hook>) {
+        if let Some(f) = hook.with(|h| h.borrow_mut().take()) {
+            f();
+        }
+    }
+
     thread_local! {
-        static AFTER_RETENTION_SCAN: RefCell<Option<Box<dyn FnOnce()>>> =
-            const { RefCell::new(None) };
+        static AFTER_RETENTION_SCAN: Hook = const { RefCell::new(None) };
+        static IN_TOPIC_DELETION: Hook = const { RefCell::new(None) };
     }
 
     /// Runs `f` once, in the next retention pass on this thread, between
     /// learning which segments expired and removing them.
     pub(crate) fn after_next_retention_scan(f: impl FnOnce() + 'static) {
-        AFTER_RETENTION_SCAN.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+        set_hook(&AFTER_RETENTION_SCAN, f);
     }
 
     pub(crate) fn run_after_retention_scan() {
-        if let Some(f) = AFTER_RETENTION_SCAN.with(|h| h.borrow_mut().take()) {
-            f();
-        }
-    }
-
-    thread_local! {
-        static IN_TOPIC_DELETION: RefCell<Option<Box<dyn FnOnce()>>> =
-            const { RefCell::new(None) };
+        run_hook(&AFTER_RETENTION_SCAN);
     }
 
     /// Runs `f` once, in the next `delete_topic` on this thread, after the
     /// topic left the topic table and before its files go.
     pub(crate) fn in_next_topic_deletion(f: impl FnOnce() + 'static) {
-        IN_TOPIC_DELETION.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+        set_hook(&IN_TOPIC_DELETION, f);
     }
 
     pub(crate) fn run_in_topic_deletion() {
-        if let Some(f) = IN_TOPIC_DELETION.with(|h| h.borrow_mut().take()) {
-            f();
-        }
+        run_hook(&IN_TOPIC_DELETION);
     }
 
     /// A step of the swap and what to run after it.
@@ -662,19 +666,17 @@ pub(crate) mod faults {
     }
 
     thread_local! {
-        static AFTER_READ_PLAN: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+        static AFTER_READ_PLAN: Hook = const { RefCell::new(None) };
     }
 
     /// Runs `f` once, in the next read on this thread, between planning
     /// which segment to read and reading it (to race retention with it).
     pub(crate) fn after_next_read_plan(f: impl FnOnce() + 'static) {
-        AFTER_READ_PLAN.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+        set_hook(&AFTER_READ_PLAN, f);
     }
 
     pub(crate) fn run_after_read_plan() {
-        if let Some(f) = AFTER_READ_PLAN.with(|h| h.borrow_mut().take()) {
-            f();
-        }
+        run_hook(&AFTER_READ_PLAN);
     }
 
     pub(super) fn take_fsync_failure(path: &Path) -> Option<std::io::Error> {
