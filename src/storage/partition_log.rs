@@ -315,6 +315,10 @@ struct State {
     shut: bool,
     /// The topic was deleted: nothing is readable any more.
     deleted: bool,
+    /// A compaction pass is rewriting the closed segments from this base
+    /// offset on: retention leaves them alone until it ends (the swap
+    /// needs its group in the list).
+    cleaning_from: Option<u64>,
     /// Records were appended (or recovery rewrote the tail) since the
     /// partition was created or opened clean: close has work to do.
     changed: bool,
@@ -574,6 +578,7 @@ impl PartitionLog {
                 failed: None,
                 shut: false,
                 deleted: false,
+                cleaning_from: None,
                 changed: false,
                 producers: ProducerStates::default(),
                 compression: limits.compression,
@@ -1209,10 +1214,19 @@ impl PartitionLog {
         self.flush_rolled()?;
         let mut report = CompactionReport::default();
         let (candidates, active_base) = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
             self.check_writable(&st)?;
+            st.cleaning_from = st.closed.first().map(|s| s.base_offset);
             (st.closed.clone(), st.active.seg.base_offset)
         };
+        /// Lets retention in again however the pass ends.
+        struct Cleaning<'a>(&'a Mutex<State>);
+        impl Drop for Cleaning<'_> {
+            fn drop(&mut self) {
+                self.0.lock().cleaning_from = None;
+            }
+        }
+        let _cleaning = Cleaning(&self.state);
         // Segments younger than the compaction lag stay dirty, and so does
         // everything after them.
         let lag_cutoff = settings
@@ -1727,7 +1741,11 @@ impl PartitionLog {
                     n += 1;
                 }
             }
-            (st.closed.drain(..n).collect(), by_age)
+            if let Some(from) = st.cleaning_from {
+                // A compaction is rewriting those: the next pass takes them.
+                n = n.min(st.closed.partition_point(|s| s.base_offset < from));
+            }
+            (st.closed.drain(..n).collect(), by_age.min(n))
         };
         if !doomed.is_empty() {
             let next = doomed.last().map(|s| s.base_offset);
@@ -4904,6 +4922,67 @@ mod tests {
         let (rp, _) = new.close().unwrap();
         let reopened = reopen(dir.path(), true, rp);
         assert_eq!(reopened.read(0, 10).unwrap().len(), 3);
+    }
+
+    /// Regression: retention that removed the first segment of a group a
+    /// compaction was rewriting (a `CompactAndDelete` topic) made the swap
+    /// find its group gone: the compacted segment was not put in the
+    /// list, yet the group's other segments, still listed and unexpired
+    /// as far as the list knew, were marked deleted and their files
+    /// removed, and the compacted files were renamed into place as a
+    /// segment the list did not know.
+    #[test]
+    fn retention_waits_for_a_compaction_of_the_segments_it_would_remove() {
+        const HOUR: i64 = 3_600_000;
+        let limits = Limits {
+            retention_ms: Some(HOUR as u64),
+            ..COMPACTED
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(PartitionLog::create(dir.path(), topic(), 0, limits).unwrap());
+        let start = now_ms();
+        for i in 0..2000u64 {
+            let key = format!("key-{}", i % 10);
+            let value = i.to_string();
+            let parts = RecordParts::new(Some(key.as_bytes()), Some(value.as_bytes()), &[]);
+            log.append([(parts, start + i as i64)], |_, _| {}).unwrap();
+        }
+        assert!(log.state.lock().closed.len() >= 2);
+        let l = Arc::clone(&log);
+        // Everything closed has expired by then.
+        crate::io::faults::at_compaction_step(1, move || {
+            l.apply_retention(start + 10 * HOUR).unwrap();
+        });
+        log.compact(compact_settings(u64::MAX)).unwrap();
+        let closed = log.state.lock().closed.clone();
+        for seg in &closed {
+            assert!(
+                !seg.is_deleted(),
+                "segment {} listed but deleted",
+                seg.base_offset
+            );
+            assert!(
+                seg.log_path.exists(),
+                "segment {} listed, no file",
+                seg.base_offset
+            );
+        }
+        let on_disk = std::fs::read_dir(&log.dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".log")
+            })
+            .count();
+        assert_eq!(on_disk, closed.len() + 1, "segment files not in the list");
+        // Retention runs once the compaction is done.
+        log.apply_retention(start + 10 * HOUR).unwrap();
+        assert!(log.state.lock().closed.is_empty());
+        let all = log.read(log.start_offset(), usize::MAX).unwrap();
+        assert!(all.iter().all(|m| m.offset() >= log.start_offset()));
     }
 
     /// Regression: a compaction that was writing its files when its topic
