@@ -85,6 +85,11 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "retention moved the start of a retained scratch topic past the offset",
     ),
     (
+        "scratch admin read",
+        "OffsetOutOfRange",
+        "retention of a retained scratch topic removed the record just written",
+    ),
+    (
         "scratch compact",
         "UnknownTopic",
         "the scratch topic was deleted, or not created yet",
