@@ -3488,12 +3488,21 @@ mod tests {
         Arc::from("t")
     }
 
+    /// An hour in milliseconds: the time retention of tests that expire
+    /// segments by moving "now" rather than by waiting.
+    const HOUR: i64 = 3_600_000;
+
     fn append_n(log: &PartitionLog, from: usize, n: usize, value_len: usize) {
+        append_n_at(log, from, n, value_len, 1_000);
+    }
+
+    /// [`append_n`] with record `i` stamped `ts0 + i`.
+    fn append_n_at(log: &PartitionLog, from: usize, n: usize, value_len: usize, ts0: i64) {
         for i in from..from + n {
             let key = format!("key-{i}");
             let value = vec![(i % 251) as u8; value_len];
             let parts = RecordParts::new(Some(key.as_bytes()), Some(&value), &[]);
-            log.append([(parts, 1_000 + i as i64)], |_, _| {}).unwrap();
+            log.append([(parts, ts0 + i as i64)], |_, _| {}).unwrap();
         }
     }
 
@@ -4623,6 +4632,11 @@ mod tests {
     /// Appends `n` records `value = i` to keys `i % keys`; every 7th record
     /// of key 3 is a tombstone.
     fn append_keyed(log: &PartitionLog, from: u64, n: u64, keys: u64) {
+        append_keyed_at(log, from, n, keys, 1_000);
+    }
+
+    /// [`append_keyed`] with record `i` stamped `ts0 + i`.
+    fn append_keyed_at(log: &PartitionLog, from: u64, n: u64, keys: u64, ts0: i64) {
         for i in from..from + n {
             let key = format!("key-{}", i % keys);
             let value = i.to_string();
@@ -4632,7 +4646,7 @@ mod tests {
                 (!tombstone).then_some(value.as_bytes()),
                 &[],
             );
-            log.append([(parts, 1_000 + i as i64)], |o, _| assert_eq!(o, i))
+            log.append([(parts, ts0 + i as i64)], |o, _| assert_eq!(o, i))
                 .unwrap();
         }
     }
@@ -4812,11 +4826,7 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let old = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
-        let value = [7u8; 100];
-        for i in 0..50 {
-            let parts = RecordParts::new(None, Some(&value), &[]);
-            old.append([(parts, 1_000 + i)], |_, _| {}).unwrap();
-        }
+        append_n(&old, 0, 50, 100);
         assert!(old.state.lock().active.open.is_some(), "no open batch");
         old.delete_files().unwrap();
         let new = PartitionLog::create(dir.path(), topic(), 0, LIMITS).unwrap();
@@ -4836,7 +4846,6 @@ mod tests {
     /// the second took segments that had not expired.
     #[test]
     fn concurrent_retention_passes_remove_only_expired_segments() {
-        const HOUR: i64 = 3_600_000;
         let limits = Limits {
             retention_ms: Some(HOUR as u64),
             ..LIMITS
@@ -4845,12 +4854,7 @@ mod tests {
         let log = Arc::new(PartitionLog::create(dir.path(), topic(), 0, limits).unwrap());
         // Timestamps of now, a millisecond apart: appends' own retention
         // passes find nothing expired.
-        let start = now_ms();
-        let value = [7u8; 1000];
-        for i in 0..300 {
-            let parts = RecordParts::new(None, Some(&value), &[]);
-            log.append([(parts, start + i)], |_, _| {}).unwrap();
-        }
+        append_n_at(&log, 0, 300, 1000, now_ms());
         let closed = log.state.lock().closed.clone();
         assert!(closed.len() >= 4, "{} segments", closed.len());
         // At this time, the first two segments have expired, no others.
@@ -4872,16 +4876,12 @@ mod tests {
     #[test]
     fn retention_in_a_deleted_partition_is_not_an_error() {
         let limits = Limits {
-            retention_ms: Some(3_600_000),
+            retention_ms: Some(HOUR as u64),
             ..LIMITS
         };
         let dir = tempfile::tempdir().unwrap();
         let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
-        let value = [7u8; 1000];
-        for _ in 0..300 {
-            let parts = RecordParts::new(None, Some(&value), &[]);
-            log.append([(parts, now_ms())], |_, _| {}).unwrap();
-        }
+        append_n_at(&log, 0, 300, 1000, now_ms());
         let (rp, _) = log.close().unwrap();
         let hints = OpenHints {
             recovery: rp,
@@ -4892,7 +4892,7 @@ mod tests {
         let log = PartitionLog::open(dir.path(), topic(), 0, limits, hints).unwrap();
         assert!(log.state.lock().closed.len() > 1);
         log.delete_files().unwrap();
-        log.apply_retention(now_ms() + 10 * 3_600_000).unwrap();
+        log.apply_retention(now_ms() + 10 * HOUR).unwrap();
         let r = log.offset_for_timestamp(i64::MAX);
         assert!(matches!(r, Err(Error::UnknownTopic { .. })), "{r:?}");
     }
@@ -4933,7 +4933,6 @@ mod tests {
     /// segment the list did not know.
     #[test]
     fn retention_waits_for_a_compaction_of_the_segments_it_would_remove() {
-        const HOUR: i64 = 3_600_000;
         let limits = Limits {
             retention_ms: Some(HOUR as u64),
             ..COMPACTED
@@ -4941,12 +4940,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(PartitionLog::create(dir.path(), topic(), 0, limits).unwrap());
         let start = now_ms();
-        for i in 0..2000u64 {
-            let key = format!("key-{}", i % 10);
-            let value = i.to_string();
-            let parts = RecordParts::new(Some(key.as_bytes()), Some(value.as_bytes()), &[]);
-            log.append([(parts, start + i as i64)], |_, _| {}).unwrap();
-        }
+        append_keyed_at(&log, 0, 2000, 10, start);
         assert!(log.state.lock().closed.len() >= 2);
         let l = Arc::clone(&log);
         // Everything closed has expired by then.
