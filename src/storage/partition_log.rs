@@ -2990,7 +2990,7 @@ impl State {
     /// rather than copied through the map: a copy into fresh pages of a
     /// shared map costs a fault, a zero-fill and a page-mkwrite per page,
     /// where `pwrite` fills the page cache directly (1 MiB values: see
-    /// README "Performance"). The open batch is sealed and the bytes
+    /// docs/performance-history.md). The open batch is sealed and the bytes
     /// allocated by the caller; `leader_epoch` is the batch's.
     ///
     /// The value and headers are written first and the batch header last,
