@@ -537,7 +537,9 @@ impl Log {
     /// Deletes a topic and its data. Handles to it fail with
     /// [`Error::UnknownTopic`] afterwards; messages already read stay valid.
     /// Calls racing the deletion either finish before it or fail so; a
-    /// compaction of one of its partitions in progress is waited for, and
+    /// compaction of one of its partitions in progress is stopped at its
+    /// next batch (before it swaps anything in; one already past that
+    /// point finishes its swap first) and fails with `UnknownTopic`, and
     /// consumer groups' committed offsets for it are removed (commits that
     /// arrive later store nothing, until a topic of that name is created
     /// again).

@@ -147,12 +147,17 @@ fn records<'b>(
 /// second map; a key lives in one of the two maps at a time. The maps are
 /// then reduced to their sorted offsets (8 bytes a key), so that the
 /// rewrite walks them in step with the records instead of hashing every key
-/// a second time.
-pub(crate) fn latest_offsets<'a>(sources: &[(&'a Segment, &'a [u8])]) -> Result<Vec<u64>> {
+/// a second time. `go_on` is asked before each batch whether to go on (an
+/// error stops the scan with that error: the topic is being deleted).
+pub(crate) fn latest_offsets<'a>(
+    sources: &[(&'a Segment, &'a [u8])],
+    go_on: &dyn Fn() -> Result<()>,
+) -> Result<Vec<u64>> {
     let mut borrowed: HashMap<&'a [u8], u64> = HashMap::new();
     let mut owned: HashMap<Box<[u8]>, u64> = HashMap::new();
     for &(seg, data) in sources {
         for b in batches(seg, data) {
+            go_on()?;
             let (at, h, batch) = b?;
             if h.is_control() {
                 continue; // transaction markers are kept, not compacted by key
@@ -204,9 +209,10 @@ const WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// Rewrites source segments into one compacted segment written to `dest`
 /// starting at `base_offset`, keeping keyed records whose offset is in
 /// `latest` (from [`latest_offsets`]); `drop_tombstones(i)` says whether
-/// tombstones of source `i` have outlived their retention. Memory stays at about one
-/// write chunk, whatever the segment size. Returns the segment's length and
-/// index.
+/// tombstones of source `i` have outlived their retention, and `go_on`, asked
+/// before each batch, whether to go on (as in [`latest_offsets`]). Memory
+/// stays at about one write chunk, whatever the segment size. Returns the
+/// segment's length and index.
 pub(crate) fn rewrite(
     base_offset: u64,
     sources: &[(&Segment, &[u8])],
@@ -214,6 +220,7 @@ pub(crate) fn rewrite(
     drop_tombstones: impl Fn(usize) -> bool,
     dest: &DataFile,
     stats: &mut RewriteStats,
+    go_on: &dyn Fn() -> Result<()>,
 ) -> Result<(u64, IndexBuilder)> {
     let mut out: Vec<u8> = Vec::with_capacity(WRITE_CHUNK_BYTES);
     let mut packed = Vec::new();
@@ -226,6 +233,7 @@ pub(crate) fn rewrite(
         stats.bytes_in += data.len() as u64;
         let drop_deletes = drop_tombstones(i);
         for b in batches(seg, data) {
+            go_on()?;
             let (at, h, batch) = b?;
             let (bytes, recs) = records(seg, at, &h, batch)?;
             stats.records_in += recs.len() as u64;

@@ -72,7 +72,8 @@
 //! `sync_lock` serializes fsyncs of the partition (and holds the recovery
 //! point); it is taken before `state`, never after. `cleaner_lock` (one
 //! compaction, truncation or restart of the partition at a time; topic
-//! deletion takes it to wait for a compaction) comes before both.
+//! deletion takes it to wait for a compaction, which it first asks to stop
+//! through `abort_cleaning`) comes before both.
 //! `files_lock` (retention removing segment files by name, and topic
 //! deletion) comes after `cleaner_lock` and before `sync_lock` and
 //! `state`. `watchers`, then the locks of the `Notify`s it rings, are
@@ -87,7 +88,7 @@
 //! no other lock held, or by an fsync's leader under `sync_lock` alone.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -396,6 +397,12 @@ pub(crate) struct PartitionLog {
     clean_offset: AtomicU64,
     /// One compaction at a time.
     cleaner_lock: Mutex<()>,
+    /// Set by the topic's deletion before it waits for `cleaner_lock`: a
+    /// compaction in progress stops at its next batch (or before its
+    /// commit point) instead of finishing work that is about to be
+    /// deleted, as Kafka's log cleaner aborts the cleaning of a deleted
+    /// partition. Never cleared: a deleted partition's log is not reused.
+    abort_cleaning: AtomicBool,
     /// Held while segment files are removed by name (retention) and while
     /// the topic's deletion removes the directory: after a deletion, those
     /// names may be a new topic's of the same name.
@@ -593,6 +600,7 @@ impl PartitionLog {
             group_commit: GroupCommit::default(),
             clean_offset: AtomicU64::new(0),
             cleaner_lock: Mutex::new(()),
+            abort_cleaning: AtomicBool::new(false),
             files_lock: Mutex::new(()),
             watchers: Mutex::new(Vec::new()),
             watcher_count: std::sync::atomic::AtomicUsize::new(0),
@@ -1282,11 +1290,13 @@ impl PartitionLog {
         let sources: Vec<(&Segment, &[u8])> = (0..eligible.len())
             .map(|i| (&*eligible[i], bytes(i)))
             .collect();
-        let latest = cleaner::latest_offsets(&sources)?;
+        let go_on = || self.cleaning_goes_on();
+        let latest = cleaner::latest_offsets(&sources, &go_on)?;
         *keys = latest.len();
         // Group consecutive segments while their sources fit one segment.
         let mut start = 0;
         while start < eligible.len() {
+            self.cleaning_goes_on()?;
             let mut end = start + 1;
             let mut size = eligible[start].closed_len();
             while end < eligible.len()
@@ -1317,6 +1327,15 @@ impl PartitionLog {
         }
         self.set_clean_offset(ends[eligible.len() - 1]);
         Ok(report)
+    }
+
+    /// `Err(UnknownTopic)` once the topic's deletion asked a compaction in
+    /// progress to stop (see `abort_cleaning`).
+    fn cleaning_goes_on(&self) -> Result<()> {
+        if self.abort_cleaning.load(Ordering::Acquire) {
+            return Err(self.unknown_topic());
+        }
+        Ok(())
     }
 
     /// Compacts one group of segments and swaps the result in.
@@ -1351,6 +1370,7 @@ impl PartitionLog {
             drop_tombstones,
             &log_file,
             &mut stats,
+            &|| self.cleaning_goes_on(),
         )?;
         log_file.sync_data()?;
         for (path, bytes) in staged[1..]
@@ -1370,6 +1390,10 @@ impl PartitionLog {
             ix.max_timestamp,
         )?);
         crash_point(1)?;
+        // The last point at which the topic's deletion can stop the pass
+        // (its staged files go with the directory); past the commit point
+        // the swap is finished whatever happens.
+        self.cleaning_goes_on()?;
         // 2. Commit point.
         let manifest = self.dir.join(format!(
             "{}.{}",
@@ -2296,7 +2320,9 @@ impl PartitionLog {
         // A compaction writes files into the directory outside the state
         // lock: it ends first (later ones find the log deleted), or it
         // would write into a removed directory, or into the directory of a
-        // topic of the same name created next.
+        // topic of the same name created next. Asked to stop, it ends at
+        // its next batch rather than after all of its work.
+        self.abort_cleaning.store(true, Ordering::Release);
         let _no_compaction = self.cleaner_lock.lock();
         let _files = self.files_lock.lock();
         {
@@ -4985,7 +5011,7 @@ mod tests {
     /// there meanwhile, would have renamed its files over the new topic's
     /// segment. Deletion now waits for the compaction to end.
     #[test]
-    fn deleting_a_topic_waits_for_its_compaction() {
+    fn deleting_a_topic_stops_its_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(PartitionLog::create(dir.path(), topic(), 0, COMPACTED).unwrap());
         append_keyed(&log, 0, 2000, 10);
@@ -5005,13 +5031,26 @@ mod tests {
         };
         let observed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = Arc::clone(&observed);
-        // Once the compacted files are written: start the deletion and
-        // give it time to run (it must not).
-        let start = Arc::clone(&deleting);
+        let committed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Once the compacted files are written: start the deletion, wait
+        // until it has asked the pass to stop, and give it time to run (it
+        // must not run before the pass ends). Then watch for the commit
+        // point (the pass must not reach it).
+        let (start, asked, reached) = (
+            Arc::clone(&deleting),
+            Arc::clone(&log),
+            Arc::clone(&committed),
+        );
         crate::io::faults::at_compaction_step(1, move || {
             start.store(true, Ordering::Release);
+            while !asked.abort_cleaning.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
             std::thread::sleep(Duration::from_millis(100));
             seen.store(deleted.load(Ordering::Acquire), Ordering::Release);
+            crate::io::faults::at_compaction_step(2, move || {
+                reached.store(true, Ordering::Release);
+            });
         });
         let r = log.compact(compact_settings(u64::MAX));
         // Also if the compaction failed before the step (then `r` says so).
@@ -5021,11 +5060,73 @@ mod tests {
             !observed.load(Ordering::Acquire),
             "deleted under a compaction"
         );
-        let report = r.unwrap();
-        assert!(report.segments_in > 1, "{report:?}");
+        // Asked to stop while it waited at step 1, the pass stopped before
+        // its commit point instead of swapping its files in.
+        assert!(matches!(r, Err(Error::UnknownTopic { .. })), "{r:?}");
+        assert!(
+            !committed.load(Ordering::Acquire),
+            "the pass went on past its commit point"
+        );
         assert!(!log.dir.exists(), "files left after the deletion");
         let r = log.compact(compact_settings(u64::MAX));
         assert!(matches!(r, Err(Error::UnknownTopic { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn a_compaction_asked_to_stop_reads_and_writes_no_further_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::create(dir.path(), topic(), 0, COMPACTED).unwrap();
+        append_keyed(&log, 0, 2000, 10);
+        let segs = log.state.lock().closed.clone();
+        let data: Vec<Vec<u8>> = segs
+            .iter()
+            .map(|s| {
+                let mut d = std::fs::read(&s.log_path).unwrap();
+                d.truncate(s.closed_len() as usize);
+                d
+            })
+            .collect();
+        let sources: Vec<(&Segment, &[u8])> = segs
+            .iter()
+            .map(|s| &**s)
+            .zip(data.iter().map(|d| &d[..]))
+            .collect();
+        // Lets `n` batches through, then answers as a deletion would;
+        // counts the questions.
+        let asked = std::cell::Cell::new(0);
+        let stop_after = |n: usize| {
+            let asked = &asked;
+            asked.set(0);
+            move || {
+                asked.set(asked.get() + 1);
+                if asked.get() > n {
+                    return Err(Error::UnknownTopic { topic: "t".into() });
+                }
+                Ok(())
+            }
+        };
+        let latest = cleaner::latest_offsets(&sources, &stop_after(usize::MAX)).unwrap();
+        let batches = asked.get();
+        assert!(batches > 4, "{batches} batches: too few to stop halfway");
+
+        let r = cleaner::latest_offsets(&sources, &stop_after(3));
+        assert!(matches!(r, Err(Error::UnknownTopic { .. })), "{r:?}");
+        assert_eq!(asked.get(), 4, "the key scan stopped at the 4th batch");
+
+        let dest = DataFile::create_new(&dir.path().join("rewritten")).unwrap();
+        let mut stats = cleaner::RewriteStats::default();
+        let r = cleaner::rewrite(
+            0,
+            &sources,
+            &latest,
+            |_| false,
+            &dest,
+            &mut stats,
+            &stop_after(3),
+        );
+        assert!(matches!(r, Err(Error::UnknownTopic { .. })), "{r:?}");
+        assert_eq!(asked.get(), 4, "the rewrite stopped at the 4th batch");
+        assert!(stats.records_in < 2000, "{stats:?}");
     }
 
     #[test]
