@@ -970,7 +970,9 @@ fn background(shared: Arc<Shared>) {
 /// Errors of the background thread's work. Nobody waits for that work, so
 /// its errors are logged: at `warn`, once when one appears or changes (not
 /// at every tick while it persists), and at `info` when the work succeeds
-/// again.
+/// again. `UnknownTopic` is not an error here: the thread took its list of
+/// partitions before a topic's deletion, and work on one of them (a
+/// compaction the deletion stopped, a sync, retention) found it deleted.
 #[derive(Default)]
 struct BackgroundErrors {
     /// `(task, partition)` to the message last logged.
@@ -997,7 +999,12 @@ impl BackgroundErrors {
             (task, partition)
         };
         match result {
-            Ok(_) if self.current.is_empty() => Logged::Nothing,
+            Ok(_) | Err(Error::UnknownTopic { .. }) if self.current.is_empty() => Logged::Nothing,
+            Err(Error::UnknownTopic { .. }) => {
+                // Gone with its partition: an error logged before is moot.
+                self.current.remove(&key());
+                Logged::Nothing
+            }
             Ok(_) => {
                 let key = key();
                 if self.current.remove(&key).is_none() {
@@ -1185,11 +1192,16 @@ mod tests {
         logged.push(errors.check("checkpoint", None, failing("disk full")));
         logged.push(errors.check("checkpoint", None, Ok(())));
         logged.push(errors.check("checkpoint", None, Ok(())));
+        // Work on a partition deleted meanwhile: nothing to report, and
+        // what was logged for it is forgotten.
+        let deleted = || -> Result<()> { Err(Error::UnknownTopic { topic: "t".into() }) };
+        logged.push(errors.check("retention", None, deleted()));
+        assert!(errors.current.is_empty(), "{:?}", errors.current);
         use Logged::*;
         assert_eq!(
             logged,
-            [Failure, Nothing, Nothing, Failure, Failure, Recovery, Nothing],
-            "once per task and distinct error; once when it clears"
+            [Failure, Nothing, Nothing, Failure, Failure, Recovery, Nothing, Nothing],
+            "once per task and distinct error; once when it clears; never for a deleted topic"
         );
     }
 
