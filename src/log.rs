@@ -538,8 +538,9 @@ impl Log {
     /// [`Error::UnknownTopic`] afterwards; messages already read stay valid.
     /// Calls racing the deletion either finish before it or fail so; a
     /// compaction of one of its partitions in progress is stopped at its
-    /// next batch (before it swaps anything in; one already past that
-    /// point finishes its swap first) and fails with `UnknownTopic`, and
+    /// next batch and fails with `UnknownTopic` (segments it already
+    /// swapped in stay compacted; a swap past its commit point finishes
+    /// first), and
     /// consumer groups' committed offsets for it are removed (commits that
     /// arrive later store nothing, until a topic of that name is created
     /// again).
@@ -971,8 +972,9 @@ fn background(shared: Arc<Shared>) {
 /// its errors are logged: at `warn`, once when one appears or changes (not
 /// at every tick while it persists), and at `info` when the work succeeds
 /// again. `UnknownTopic` is not an error here: the thread took its list of
-/// partitions before a topic's deletion, and work on one of them (a
-/// compaction the deletion stopped, a sync, retention) found it deleted.
+/// partitions before a topic's deletion, and a compaction of one of them
+/// (one the deletion stopped, or one that started after it) found it
+/// deleted. (Syncs and retention answer `Ok` for a deleted partition.)
 #[derive(Default)]
 struct BackgroundErrors {
     /// `(task, partition)` to the message last logged.

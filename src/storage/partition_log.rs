@@ -1296,7 +1296,6 @@ impl PartitionLog {
         // Group consecutive segments while their sources fit one segment.
         let mut start = 0;
         while start < eligible.len() {
-            self.cleaning_goes_on()?;
             let mut end = start + 1;
             let mut size = eligible[start].closed_len();
             while end < eligible.len()
@@ -1330,7 +1329,8 @@ impl PartitionLog {
     }
 
     /// `Err(UnknownTopic)` once the topic's deletion asked a compaction in
-    /// progress to stop (see `abort_cleaning`).
+    /// progress to stop (see `abort_cleaning`): asked before each batch of
+    /// the key scan and of the rewrite, and right before the commit point.
     fn cleaning_goes_on(&self) -> Result<()> {
         if self.abort_cleaning.load(Ordering::Acquire) {
             return Err(self.unknown_topic());
