@@ -325,10 +325,14 @@ mod tests {
         let gathering = Instant::now();
         assert_eq!(gc.gather(), 5, "the whole group shares the fsync");
         assert!(gathering.elapsed() < LONG, "woken by the last arrival");
+        // These followers sleep too (the last fsync was slow): `end` must
+        // wake them.
+        let ended = Instant::now();
         gc.end(Instant::now());
         for f in late.join().unwrap() {
             f.join().unwrap();
         }
+        assert!(ended.elapsed() < LONG, "woken, not timed out");
     }
 
     /// Spawns a follower of the current round that waits (for at most
