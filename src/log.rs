@@ -762,8 +762,12 @@ impl TxnHost for Shared {
             Err(Error::UnknownTopic { .. }) => return Ok(()),
             other => other?,
         };
-        if let (Some(offset), SyncPolicy::Always) = (marker, self.config.sync) {
-            log.sync_to(offset + 1)?;
+        if self.config.sync == SyncPolicy::Always {
+            // A marker found already written (a completion retried after
+            // an error) may be one whose sync failed: it is made durable
+            // now, with everything before it, as the cluster's path does.
+            let end = marker.map_or_else(|| log.log_end_offset(), |offset| offset + 1);
+            log.sync_to(end)?;
         }
         Ok(())
     }
@@ -1180,6 +1184,34 @@ mod tests {
         assert!(dir.path().join(CLEAN_MARKER).exists());
         let log = Log::open(dir.path()).unwrap();
         assert!(matches!(log.topic("t"), Err(Error::UnknownTopic { .. })));
+    }
+
+    /// Completing a transaction again (after an error, say a failed
+    /// sync) finds its marker written and writes none: under
+    /// `SyncPolicy::Always` it still makes the partition durable to its
+    /// end, or the retry would report durable a marker that is not.
+    #[test]
+    fn a_marker_found_written_is_still_synced_under_sync_always() {
+        let dir = tempfile::tempdir().unwrap();
+        let log =
+            Log::open_with(dir.path(), LogConfig::default().sync(SyncPolicy::Always)).unwrap();
+        log.create_topic("t", TopicConfig::default()).unwrap();
+        let s = &log.inner.shared;
+        let part = s.partition_log("t", 0).unwrap();
+        // A record in the page cache only (as after a sync that failed).
+        let parts = crate::format::RecordParts::new(None, Some(b"v"), &[]);
+        part.append([(parts, 1_000)], |_, _| {}).unwrap();
+        let fsyncs = || log.metrics().partition("t", 0).unwrap().fsyncs;
+        let before = fsyncs();
+        // No transaction of this producer is open here: no marker to write.
+        s.write_marker("t", 0, 7, 0, true).unwrap();
+        assert_eq!(
+            fsyncs(),
+            before + 1,
+            "synced although no marker was written"
+        );
+        s.write_marker("t", 0, 7, 0, true).unwrap();
+        assert_eq!(fsyncs(), before + 1, "nothing left to sync the second time");
     }
 
     #[test]

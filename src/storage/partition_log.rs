@@ -983,8 +983,6 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// The producer state to keep in a recovery checkpoint, or `None` if
-    /// no producer is known (idle ones expire here).
     /// Ends `producer_id`'s open transaction on this partition with a
     /// commit or abort marker: a control batch of one record, in a batch of
     /// its own. Returns the marker's offset, or `None` when the producer
@@ -1025,6 +1023,8 @@ impl PartitionLog {
         Ok(Some(offset))
     }
 
+    /// The producer state to keep in a recovery checkpoint, or `None` if
+    /// no producer is known (idle ones expire here).
     pub(crate) fn producer_snapshot(&self) -> Option<ProducerSnapshot> {
         let mut st = self.state.lock();
         st.producers.expire(now_ms());
