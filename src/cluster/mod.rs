@@ -1236,17 +1236,12 @@ impl ClusterInner {
     }
 
     /// One fetch of follower `f` of `part`. A replica that cannot take the
-    /// leader's batches (damaged, disk full) stays behind, drops out of the
-    /// ISR, and tries again next round.
+    /// leader's batches (damaged, disk full), or under `SyncPolicy::Always`
+    /// cannot fsync them, stays behind, drops out of the ISR, and tries
+    /// again next round.
     fn fetch_once(&self, part: &Part, f: u32, now: u64) -> replication::Changed {
-        let changed = part.fetch(f, self, now).unwrap_or_default();
-        if changed.moved && self.config.sync == SyncPolicy::Always {
-            let log = part.st.lock().slot(f).and_then(|s| s.log.clone());
-            if let Some(log) = log {
-                let _ = log.sync();
-            }
-        }
-        changed
+        let durable = self.config.sync == SyncPolicy::Always;
+        part.fetch(f, self, now, durable).unwrap_or_default()
     }
 
     /// The controller's periodic work: ISR shrinks (recorded before the

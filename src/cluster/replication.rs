@@ -327,7 +327,18 @@ impl Part {
     /// One fetch of follower `f` from the leader it believes in: reconcile
     /// its log with a new epoch first, then copy what the leader has, then
     /// the leader's bookkeeping (follower position, ISR, high watermark).
-    pub(crate) fn fetch(&self, f: u32, net: &dyn Network, now: u64) -> Result<Changed> {
+    /// With `durable` (`SyncPolicy::Always`), what the follower copied is
+    /// fsynced before its new end counts toward the ISR and the high
+    /// watermark, as the leader's own appends are before they are
+    /// acknowledged; a failed fsync fails the fetch, so the follower stays
+    /// where it was.
+    pub(crate) fn fetch(
+        &self,
+        f: u32,
+        net: &dyn Network,
+        now: u64,
+        durable: bool,
+    ) -> Result<Changed> {
         let mut st = self.st.lock();
         let mut changed = Changed::default();
         let Some(fs) = st.slot(f) else {
@@ -409,6 +420,11 @@ impl Part {
                 flog.append_batches(&bytes)?;
                 changed.moved = true;
             }
+        }
+        if durable {
+            // Also when nothing was copied now: a copy whose fsync failed
+            // in an earlier fetch. (Nothing to do costs a load.)
+            flog.sync()?;
         }
         let leo = flog.log_end_offset();
         flog.trim_below(llog.start_offset())?;

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use super::{ClusterConfig, ClusterInner, Network, Part};
 use crate::cluster::replication::Ticket;
-use crate::config::TopicConfig;
+use crate::config::{SyncPolicy, TopicConfig};
 use crate::format::RecordParts;
 use crate::record::Message;
 
@@ -467,6 +467,65 @@ fn run(seed: u64, steps: u64) -> (usize, usize) {
     let seen = sim.seen.iter().map(BTreeMap::len).sum();
     sim.c.close().unwrap();
     (acked, seen)
+}
+
+/// Under `SyncPolicy::Always`, a follower's copy counted toward the high
+/// watermark (and so toward `Acks::All`) before the fsync that followed the
+/// fetch, whose error was ignored.
+#[test]
+fn a_follower_counts_toward_the_high_watermark_only_once_its_copy_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ClusterConfig {
+        sync: SyncPolicy::Always,
+        ..manual_config()
+    };
+    let c = ClusterInner::open(dir.path(), config).unwrap();
+    c.create_topic(
+        "t",
+        TopicConfig::default()
+            .replication_factor(2)
+            .min_insync_replicas(1),
+    )
+    .unwrap();
+    let part = Arc::clone(&c.meta.lock().topics["t"].parts[0]);
+    let ticket = part.route(super::Acks::All).unwrap();
+    let follower = part
+        .st
+        .lock()
+        .replicas()
+        .into_iter()
+        .find(|&b| b != ticket.broker)
+        .unwrap();
+    let append = || {
+        let record = RecordParts::new(Some(b"k"), Some(b"v"), &[]);
+        ticket
+            .log
+            .append([(record, 1_700_000_000_000)], |_, _| {})
+            .unwrap()
+    };
+    let leo = |part: &Part| part.st.lock().slot(follower).unwrap().leo;
+    let flog = part.st.lock().slot(follower).unwrap().log.clone().unwrap();
+    // A first record: copied (the follower's file grows), fsynced, counted.
+    let first = append();
+    c.fetch_once(&part, follower, c.now());
+    assert_eq!(leo(&part), first);
+    // A second one is copied, but its fsync fails (no descriptor left to
+    // open the follower's segment): the copy does not count.
+    let end = append();
+    let segment = format!("broker-{follower}/t-0/00000000000000000000.log");
+    crate::io::faults::fail_next_open(&segment);
+    c.fetch_once(&part, follower, c.now());
+    assert_eq!(flog.log_end_offset(), end, "copied");
+    assert_eq!(leo(&part), first, "counted though not durable");
+    // The next fetch copies nothing, fsyncs the copy, and then it counts.
+    c.fetch_once(&part, follower, c.now());
+    assert_eq!(leo(&part), end, "the follower's end counts");
+    assert!(
+        flog.durable_end() >= end,
+        "counted before it was durable: durable below {}, end {end}",
+        flog.durable_end()
+    );
+    assert_eq!(part.st.lock().hw, end);
 }
 
 #[test]

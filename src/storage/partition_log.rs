@@ -1439,6 +1439,13 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Offsets below this are known durable (a test's view of group
+    /// commit's mark).
+    #[cfg(test)]
+    pub(crate) fn durable_end(&self) -> u64 {
+        self.durable_offset.load(Ordering::Acquire)
+    }
+
     /// First offset still stored.
     pub(crate) fn start_offset(&self) -> u64 {
         let st = self.state.lock();
@@ -4339,6 +4346,60 @@ mod tests {
                 "{n}: {}",
                 m.offset()
             );
+        }
+    }
+
+    /// A replica's truncation rebuilt the partition's state from its files
+    /// and dropped the queue of rolled segments still to be fsynced, and
+    /// set the recovery point to the cut segment: the next sync moved the
+    /// durable offset past segments never fsynced, which a power loss then
+    /// took. Found by a read-only audit of the durable path.
+    #[cfg(feature = "power-loss-sim")]
+    #[test]
+    fn a_truncation_leaves_rolled_segments_queued_for_their_fsync() {
+        use crate::io::power_loss::{LossMode, Recorder};
+        let base = tempfile::tempdir().unwrap();
+        let rec = Recorder::start(&base.path().join("log")).unwrap();
+        let limits = Limits {
+            segment_bytes: 16 * 1024,
+            ..LIMITS
+        };
+        let value = |i: u64| vec![i as u8; 1000];
+        let log = PartitionLog::create(rec.dir(), topic(), 0, limits).unwrap();
+        crate::io::sync_dir(rec.dir()).unwrap();
+        for i in 0..30u64 {
+            let v = value(i);
+            let parts = RecordParts::new(Some(b"k"), Some(&v), &[]);
+            log.append([(parts, 1_000 + i as i64)], |o, _| assert_eq!(o, i))
+                .unwrap();
+        }
+        assert!(!log.state.lock().closed.is_empty(), "rolled");
+        // A follower cuts its divergent tail: the active segment's (whole)
+        // batch goes, the rolled segment stays.
+        let end = log.truncate_to(25).unwrap();
+        assert!(end >= 12 && !log.state.lock().closed.is_empty(), "{end}");
+        log.sync_to(end).unwrap();
+        let point = log.recovery_point();
+        let mark = rec.mark();
+        let history = rec.history();
+        drop(log);
+        drop(rec);
+        let mut replay = history.replay();
+        replay.advance_to(mark);
+        let after = base.path().join("after");
+        replay
+            .materialise(LossMode::DropUnsynced, 0, &after)
+            .unwrap();
+        let hints = OpenHints {
+            recovery: point,
+            ..Default::default()
+        };
+        let log = PartitionLog::open(&after, topic(), 0, limits, hints).unwrap();
+        let msgs = log.read(0, usize::MAX).unwrap();
+        let offsets: Vec<u64> = msgs.iter().map(|m| m.offset()).collect();
+        assert_eq!(offsets, (0..end).collect::<Vec<_>>(), "every synced record");
+        for m in &msgs {
+            assert_eq!(m.value(), Some(&value(m.offset())[..]), "{}", m.offset());
         }
     }
 

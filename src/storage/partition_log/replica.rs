@@ -218,8 +218,16 @@ impl PartitionLog {
         new_state.compression = st.compression;
         new_state.changed = true;
         new_state.dir_dirty = true;
+        // Segments before the cut that rolled since the last sync are
+        // still to be fsynced: they stay queued, and the recovery point
+        // does not move past them. (Files of the segments deleted above
+        // stay queued too: an fsync of an unlinked file is wasted, not
+        // wrong, and truncations are rare.)
+        new_state.unsynced.append(&mut st.unsynced);
         *st = new_state;
-        *rp = point;
+        if (point.segment, point.position) < (rp.segment, rp.position) {
+            *rp = point;
+        }
         let end = st.next_offset;
         self.durable_offset.fetch_min(end, Ordering::AcqRel);
         self.clean_offset.fetch_min(end, Ordering::AcqRel);
