@@ -4403,6 +4403,47 @@ mod tests {
         }
     }
 
+    /// A truncation that failed after deleting segments (here the rewrite
+    /// of the cut segment: no descriptor left) left the old state in
+    /// place, its active segment's file unlinked: appends went into that
+    /// file and syncs reported them durable. The partition is now
+    /// read-only until reopened, and the reopen recovers what is on disk.
+    #[test]
+    fn a_truncation_that_fails_part_way_leaves_the_partition_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            segment_bytes: 16 * 1024,
+            ..LIMITS
+        };
+        let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
+        let append = |log: &PartitionLog, i: u64| {
+            let v = vec![i as u8; 1000];
+            let parts = RecordParts::new(Some(b"k"), Some(&v), &[]);
+            log.append([(parts, 1_000 + i as i64)], |_, _| {})
+        };
+        for i in 0..30 {
+            append(&log, i).unwrap();
+        }
+        assert!(!log.state.lock().closed.is_empty(), "rolled");
+        // Cut inside the first segment: the active one goes.
+        crate::io::faults::fail_next_open("00000000000000000000.log.tmp");
+        let r = log.truncate_to(5);
+        assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
+        let r = append(&log, 30);
+        assert!(
+            matches!(r, Err(Error::Io { .. })),
+            "appended after it: {r:?}"
+        );
+        let end = log.log_end_offset();
+        assert!(log.sync_to(end).is_err(), "synced after it");
+        drop(log);
+        // Reopening recovers what the files hold: whole batches, gapless.
+        let log = reopen_with(dir.path(), limits);
+        let msgs = log.read(0, usize::MAX).unwrap();
+        let offsets: Vec<u64> = msgs.iter().map(|m| m.offset()).collect();
+        assert_eq!(offsets, (0..log.end_offset()).collect::<Vec<_>>());
+    }
+
     #[test]
     fn a_failed_roll_changes_nothing_and_the_next_append_rolls() {
         let limits = Limits {

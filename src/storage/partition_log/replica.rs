@@ -179,40 +179,61 @@ impl PartitionLog {
             cut += h.total_len();
         }
         let prefix = data[..cut.min(data.len())].to_vec();
-        for later in &segments[i + 1..] {
-            later.mark_deleted();
-            later.delete_files()?;
-        }
-        // A batch being compressed was sealed and finished above; a stale
-        // copy must not be put back by the reopen.
-        io::remove_file(&self.dir.join(COMPRESSING_FILE))?;
-        cut_seg.mark_deleted();
-        io::write_atomic(&cut_seg.log_path, &prefix)?;
-        io::remove_file(&cut_seg.index_path)?;
-        io::remove_file(&cut_seg.timeindex_path)?;
-        io::sync_dir(&self.dir)?;
-        let root = self.dir.parent().unwrap_or(&self.dir);
         let point = RecoveryPoint {
             segment: cut_seg.base_offset,
             position: 0,
         };
-        let hints = OpenHints {
-            recovery: point,
-            clean: None,
-            same_boot: true,
-            clean_offset: 0,
-        };
         let had_producers = !st.producers.is_empty();
-        let fresh = PartitionLog::open(
-            root,
-            Arc::clone(&self.topic),
-            self.partition,
-            self.limits,
-            hints,
-        )?;
-        if had_producers {
-            fresh.restore_producers(None, ProducerWalk::FromOffset(0))?;
-        }
+        // From the first deletion on, the state in memory no longer matches
+        // the files (its active segment may be gone): a failure part way
+        // leaves the partition read-only, as a failed fsync does, until a
+        // reopen recovers it from what is on disk. Appends would otherwise
+        // go into an unlinked file, and syncs would report them durable.
+        let rebuilt = (|| -> Result<PartitionLog> {
+            for later in &segments[i + 1..] {
+                later.mark_deleted();
+                later.delete_files()?;
+            }
+            // A batch being compressed was sealed and finished above; a
+            // stale copy must not be put back by the reopen.
+            io::remove_file(&self.dir.join(COMPRESSING_FILE))?;
+            cut_seg.mark_deleted();
+            io::write_atomic(&cut_seg.log_path, &prefix)?;
+            io::remove_file(&cut_seg.index_path)?;
+            io::remove_file(&cut_seg.timeindex_path)?;
+            io::sync_dir(&self.dir)?;
+            let root = self.dir.parent().unwrap_or(&self.dir);
+            let hints = OpenHints {
+                recovery: point,
+                clean: None,
+                same_boot: true,
+                clean_offset: 0,
+            };
+            let fresh = PartitionLog::open(
+                root,
+                Arc::clone(&self.topic),
+                self.partition,
+                self.limits,
+                hints,
+            )?;
+            if had_producers {
+                fresh.restore_producers(None, ProducerWalk::FromOffset(0))?;
+            }
+            Ok(fresh)
+        })();
+        let fresh = match rebuilt {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                tracing::error!(
+                    topic = %self.topic,
+                    partition = self.partition,
+                    error = %e,
+                    "truncation failed part way: the partition is read-only until reopened"
+                );
+                st.failed = Some((cut_seg.log_path.clone(), format!("truncation failed: {e}")));
+                return Err(e);
+            }
+        };
         let mut new_state: State = fresh.state.into_inner();
         new_state.leader_epoch = st.leader_epoch;
         new_state.compression = st.compression;
