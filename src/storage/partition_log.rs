@@ -4200,6 +4200,80 @@ mod tests {
     /// that still fitted went into the map past the end of the cut file,
     /// where they were lost or read back as zeros ("magic 0 is not 2").
     /// Found by tests/stress.rs running out of file descriptors.
+    /// A partition of 16 KiB segments created under a power-loss recorder,
+    /// its directory durable (as creating a topic makes it).
+    #[cfg(feature = "power-loss-sim")]
+    fn recorded_log() -> (
+        tempfile::TempDir,
+        crate::io::power_loss::Recorder,
+        PartitionLog,
+        Limits,
+    ) {
+        let base = tempfile::tempdir().unwrap();
+        let rec = crate::io::power_loss::Recorder::start(&base.path().join("log")).unwrap();
+        let limits = Limits {
+            segment_bytes: 16 * 1024,
+            ..LIMITS
+        };
+        let log = PartitionLog::create(rec.dir(), topic(), 0, limits).unwrap();
+        crate::io::sync_dir(rec.dir()).unwrap();
+        (base, rec, log, limits)
+    }
+
+    /// Appends records `range`, record `i` being 1,000 bytes of `i` (what
+    /// [`cut_power_and_check`] checks).
+    #[cfg(feature = "power-loss-sim")]
+    fn append_thousands(log: &PartitionLog, range: std::ops::Range<u64>) {
+        for i in range {
+            let v = vec![i as u8; 1000];
+            let parts = RecordParts::new(Some(b"k"), Some(&v), &[]);
+            log.append([(parts, 1_000 + i as i64)], |o, _| assert_eq!(o, i))
+                .unwrap();
+        }
+    }
+
+    /// Cuts power right after everything `rec` recorded (what was not
+    /// fsynced is lost), reopens the partition from what survives trusting
+    /// `log`'s recovery point (as a checkpoint would), and checks that it
+    /// holds records `0..end`, record `i` being 1,000 bytes of `i`.
+    #[cfg(feature = "power-loss-sim")]
+    fn cut_power_and_check(
+        base: &Path,
+        rec: crate::io::power_loss::Recorder,
+        log: PartitionLog,
+        limits: Limits,
+        end: u64,
+        what: &str,
+    ) {
+        let point = log.recovery_point();
+        let mark = rec.mark();
+        let history = rec.history();
+        drop(log);
+        drop(rec);
+        let mut replay = history.replay();
+        replay.advance_to(mark);
+        let after = base.join("after");
+        replay
+            .materialise(crate::io::power_loss::LossMode::DropUnsynced, 0, &after)
+            .unwrap();
+        let hints = OpenHints {
+            recovery: point,
+            ..Default::default()
+        };
+        let log = PartitionLog::open(&after, topic(), 0, limits, hints).unwrap();
+        let msgs = log.read(0, usize::MAX).unwrap();
+        let offsets: Vec<u64> = msgs.iter().map(|m| m.offset()).collect();
+        assert_eq!(
+            offsets,
+            (0..end).collect::<Vec<_>>(),
+            "{what}: every synced record"
+        );
+        for m in &msgs {
+            let i = m.offset();
+            assert_eq!(m.value(), Some(&vec![i as u8; 1000][..]), "{what}: {i}");
+        }
+    }
+
     /// A sync that found no descriptor left to open the active segment's
     /// file had already taken the rolled segments waiting for their fsync
     /// (and the directory's) and dropped them with the error; the next
@@ -4209,24 +4283,9 @@ mod tests {
     #[cfg(feature = "power-loss-sim")]
     #[test]
     fn a_sync_that_fails_to_open_the_active_file_leaves_the_rolled_ones_to_the_next() {
-        use crate::io::power_loss::{LossMode, Recorder};
-        let base = tempfile::tempdir().unwrap();
-        let rec = Recorder::start(&base.path().join("log")).unwrap();
-        let limits = Limits {
-            segment_bytes: 16 * 1024,
-            ..LIMITS
-        };
-        let log = PartitionLog::create(rec.dir(), topic(), 0, limits).unwrap();
-        // As creating a topic does: the partition's directory is durable.
-        crate::io::sync_dir(rec.dir()).unwrap();
-        let value = |i: u64| vec![i as u8; 1000];
+        let (base, rec, log, limits) = recorded_log();
         // 12 records of 1000 bytes fill the first segment: 30 roll it.
-        for i in 0..30u64 {
-            let v = value(i);
-            let parts = RecordParts::new(Some(b"k"), Some(&v), &[]);
-            log.append([(parts, 1_000 + i as i64)], |o, _| assert_eq!(o, i))
-                .unwrap();
-        }
+        append_thousands(&log, 0..30);
         let active = {
             let st = log.state.lock();
             assert!(!st.closed.is_empty(), "rolled");
@@ -4237,30 +4296,7 @@ mod tests {
         let r = log.sync_to(end);
         assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
         log.sync_to(end).unwrap();
-        let point = log.recovery_point();
-        let mark = rec.mark();
-        let history = rec.history();
-        drop(log);
-        drop(rec);
-        // Power lost right after the successful sync: everything not
-        // fsynced is gone, and the log trusts its recovery point.
-        let mut replay = history.replay();
-        replay.advance_to(mark);
-        let after = base.path().join("after");
-        replay
-            .materialise(LossMode::DropUnsynced, 0, &after)
-            .unwrap();
-        let hints = OpenHints {
-            recovery: point,
-            ..Default::default()
-        };
-        let log = PartitionLog::open(&after, topic(), 0, limits, hints).unwrap();
-        let msgs = log.read(0, usize::MAX).unwrap();
-        let offsets: Vec<u64> = msgs.iter().map(|m| m.offset()).collect();
-        assert_eq!(offsets, (0..end).collect::<Vec<_>>(), "every synced record");
-        for m in &msgs {
-            assert_eq!(m.value(), Some(&value(m.offset())[..]), "{}", m.offset());
-        }
+        cut_power_and_check(base.path(), rec, log, limits, end, "after a failed open");
     }
 
     /// After a process crash, reopening in the same boot scans the
@@ -4283,22 +4319,8 @@ mod tests {
 
     #[cfg(feature = "power-loss-sim")]
     fn first_sync_after_a_crash(n: u64) {
-        use crate::io::power_loss::{LossMode, Recorder};
-        let base = tempfile::tempdir().unwrap();
-        let rec = Recorder::start(&base.path().join("log")).unwrap();
-        let limits = Limits {
-            segment_bytes: 16 * 1024,
-            ..LIMITS
-        };
-        let value = |i: u64| vec![i as u8; 1000];
-        let append = |log: &PartitionLog, i: u64| {
-            let v = value(i);
-            let parts = RecordParts::new(Some(b"k"), Some(&v), &[]);
-            log.append([(parts, 1_000 + i as i64)], |o, _| assert_eq!(o, i))
-                .unwrap();
-        };
-        let log = PartitionLog::create(rec.dir(), topic(), 0, limits).unwrap();
-        crate::io::sync_dir(rec.dir()).unwrap();
+        let (base, rec, log, limits) = recorded_log();
+        let append = |log: &PartitionLog, i: u64| append_thousands(log, i..i + 1);
         // Nothing synced; then the process dies (no close).
         for i in 0..n {
             append(&log, i);
@@ -4315,38 +4337,7 @@ mod tests {
         append(&log, n);
         let end = log.log_end_offset();
         log.sync_to(end).unwrap();
-        let point = log.recovery_point();
-        let mark = rec.mark();
-        let history = rec.history();
-        drop(log);
-        drop(rec);
-        // Power lost right after that sync.
-        let mut replay = history.replay();
-        replay.advance_to(mark);
-        let after = base.path().join("after");
-        replay
-            .materialise(LossMode::DropUnsynced, 0, &after)
-            .unwrap();
-        let hints = OpenHints {
-            recovery: point,
-            ..Default::default()
-        };
-        let log = PartitionLog::open(&after, topic(), 0, limits, hints).unwrap();
-        let msgs = log.read(0, usize::MAX).unwrap();
-        let offsets: Vec<u64> = msgs.iter().map(|m| m.offset()).collect();
-        assert_eq!(
-            offsets,
-            (0..end).collect::<Vec<_>>(),
-            "{n}: every synced record"
-        );
-        for m in &msgs {
-            assert_eq!(
-                m.value(),
-                Some(&value(m.offset())[..]),
-                "{n}: {}",
-                m.offset()
-            );
-        }
+        cut_power_and_check(base.path(), rec, log, limits, end, &format!("{n} records"));
     }
 
     /// A replica's truncation rebuilt the partition's state from its files
@@ -4357,50 +4348,15 @@ mod tests {
     #[cfg(feature = "power-loss-sim")]
     #[test]
     fn a_truncation_leaves_rolled_segments_queued_for_their_fsync() {
-        use crate::io::power_loss::{LossMode, Recorder};
-        let base = tempfile::tempdir().unwrap();
-        let rec = Recorder::start(&base.path().join("log")).unwrap();
-        let limits = Limits {
-            segment_bytes: 16 * 1024,
-            ..LIMITS
-        };
-        let value = |i: u64| vec![i as u8; 1000];
-        let log = PartitionLog::create(rec.dir(), topic(), 0, limits).unwrap();
-        crate::io::sync_dir(rec.dir()).unwrap();
-        for i in 0..30u64 {
-            let v = value(i);
-            let parts = RecordParts::new(Some(b"k"), Some(&v), &[]);
-            log.append([(parts, 1_000 + i as i64)], |o, _| assert_eq!(o, i))
-                .unwrap();
-        }
+        let (base, rec, log, limits) = recorded_log();
+        append_thousands(&log, 0..30);
         assert!(!log.state.lock().closed.is_empty(), "rolled");
         // A follower cuts its divergent tail: the active segment's (whole)
         // batch goes, the rolled segment stays.
         let end = log.truncate_to(25).unwrap();
         assert!(end >= 12 && !log.state.lock().closed.is_empty(), "{end}");
         log.sync_to(end).unwrap();
-        let point = log.recovery_point();
-        let mark = rec.mark();
-        let history = rec.history();
-        drop(log);
-        drop(rec);
-        let mut replay = history.replay();
-        replay.advance_to(mark);
-        let after = base.path().join("after");
-        replay
-            .materialise(LossMode::DropUnsynced, 0, &after)
-            .unwrap();
-        let hints = OpenHints {
-            recovery: point,
-            ..Default::default()
-        };
-        let log = PartitionLog::open(&after, topic(), 0, limits, hints).unwrap();
-        let msgs = log.read(0, usize::MAX).unwrap();
-        let offsets: Vec<u64> = msgs.iter().map(|m| m.offset()).collect();
-        assert_eq!(offsets, (0..end).collect::<Vec<_>>(), "every synced record");
-        for m in &msgs {
-            assert_eq!(m.value(), Some(&value(m.offset())[..]), "{}", m.offset());
-        }
+        cut_power_and_check(base.path(), rec, log, limits, end, "after a truncation");
     }
 
     /// A truncation that failed after deleting segments (here the rewrite

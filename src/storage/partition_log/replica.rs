@@ -202,20 +202,7 @@ impl PartitionLog {
             io::remove_file(&cut_seg.index_path)?;
             io::remove_file(&cut_seg.timeindex_path)?;
             io::sync_dir(&self.dir)?;
-            let root = self.dir.parent().unwrap_or(&self.dir);
-            let hints = OpenHints {
-                recovery: point,
-                clean: None,
-                same_boot: true,
-                clean_offset: 0,
-            };
-            let fresh = PartitionLog::open(
-                root,
-                Arc::clone(&self.topic),
-                self.partition,
-                self.limits,
-                hints,
-            )?;
+            let fresh = self.reopen_at(point)?;
             if had_producers {
                 fresh.restore_producers(None, ProducerWalk::FromOffset(0))?;
             }
@@ -258,6 +245,25 @@ impl PartitionLog {
         Ok(end)
     }
 
+    /// This partition opened again from its files in this boot, recovering
+    /// from `point`: what a truncation or a restart swaps its state for.
+    fn reopen_at(&self, point: RecoveryPoint) -> Result<PartitionLog> {
+        let root = self.dir.parent().unwrap_or(&self.dir);
+        let hints = OpenHints {
+            recovery: point,
+            clean: None,
+            same_boot: true,
+            clean_offset: 0,
+        };
+        PartitionLog::open(
+            root,
+            Arc::clone(&self.topic),
+            self.partition,
+            self.limits,
+            hints,
+        )
+    }
+
     /// Empties the log and restarts it at `offset` (a follower that
     /// retention on its leader overtook). Readers keep what they hold.
     pub(crate) fn start_over_at(&self, offset: u64) -> Result<()> {
@@ -278,20 +284,7 @@ impl PartitionLog {
             segment: offset,
             position: 0,
         };
-        let hints = OpenHints {
-            recovery: point,
-            clean: None,
-            same_boot: true,
-            clean_offset: 0,
-        };
-        let root = self.dir.parent().unwrap_or(&self.dir);
-        let fresh = PartitionLog::open(
-            root,
-            Arc::clone(&self.topic),
-            self.partition,
-            self.limits,
-            hints,
-        )?;
+        let fresh = self.reopen_at(point)?;
         let mut new_state: State = fresh.state.into_inner();
         new_state.leader_epoch = st.leader_epoch;
         new_state.compression = st.compression;
