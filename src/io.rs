@@ -645,6 +645,21 @@ pub(crate) mod faults {
     }
 
     thread_local! {
+        static CRASH_STAGED_WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Makes the next write of staged batches (a large call, see
+    /// `partition_log/staged.rs`) on this thread stop before the first
+    /// batch's header, as a process killed there would.
+    pub(crate) fn crash_next_staged_write() {
+        CRASH_STAGED_WRITE.with(|c| c.set(true));
+    }
+
+    pub(crate) fn staged_write_crash_due() -> bool {
+        CRASH_STAGED_WRITE.with(|c| c.replace(false))
+    }
+
+    thread_local! {
         static FAIL_OPEN: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     }
 

@@ -3,8 +3,8 @@
 //! The parent test re-executes this test binary to run the `#[ignore]`d
 //! child test in a process of its own. The child opens the log and appends
 //! forever (several partitions, keyed and unkeyed records, sizes from a few
-//! bytes to more than one 16 KiB batch, small segments so that rolls
-//! happen) and prints `ack <seq> <partition> <offset>` after each append
+//! bytes to more than one 16 KiB batch, now and then a bulk call of over
+//! 256 KiB, small segments so that rolls happen) and prints `ack <seq> <partition> <offset>` after each append
 //! returns. The parent SIGKILLs it after a random delay, reopens the log and
 //! checks that every acknowledged record is stored byte for byte at its
 //! offset and that each partition's offsets run from 0 without a gap. The
@@ -47,13 +47,30 @@ struct Shape {
     timestamp: Option<i64>,
 }
 
+/// Set in the sequence numbers of records sent in bulk: large records, all
+/// to one partition, in calls of over 256 KiB (which brook writes with
+/// `pwrite` rather than through the map).
+const BULK: u64 = 1 << 31;
+
 fn shape(seq: u64) -> Shape {
     let mut rng = Rng::new(seq);
+    if seq & BULK != 0 {
+        let len = 7 * 1024 + rng.below(5 * 1024) as usize;
+        return Shape {
+            partition: Some((seq >> 32) as u32 % PARTITIONS),
+            ..shape_of(&mut rng, seq, len)
+        };
+    }
     let len = match rng.below(100) {
         0..=1 => 16 * 1024 + rng.below(8 * 1024) as usize, // more than one batch
         2..=9 => 1024 + rng.below(4096) as usize,
         _ => rng.below(300) as usize,
     };
+    shape_of(&mut rng, seq, len)
+}
+
+/// Record `seq` with a value of `len` bytes, the rest drawn from `rng`.
+fn shape_of(rng: &mut Rng, seq: u64, len: usize) -> Shape {
     let mut value = format!("seq={seq};").into_bytes();
     while value.len() < len {
         value.push(b'a' + (rng.next() % 26) as u8);
@@ -137,8 +154,20 @@ fn crash_child_appends_until_killed() {
     let mut rng = Rng::new(cycle);
     while started.elapsed() < CHILD_LIFETIME {
         let s = shape(seq);
-        // Mostly single sends; now and then a batch, acknowledged record by record.
-        if rng.below(20) == 0 {
+        // Mostly single sends; now and then a batch, acknowledged record by
+        // record, or a bulk one.
+        if rng.below(40) == 0 {
+            let n = 40 + rng.below(20);
+            let seqs: Vec<u64> = (seq..seq + n).map(|s| s | BULK).collect();
+            let shapes: Vec<Shape> = seqs.iter().map(|&s| shape(s)).collect();
+            let metas = topic
+                .send_batch(shapes.iter().map(record))
+                .expect("child: bulk send_batch");
+            for (s, m) in seqs.iter().zip(&metas) {
+                writeln!(out, "ack {s} {} {}", m.partition, m.offset).unwrap();
+            }
+            seq += n;
+        } else if rng.below(20) == 0 {
             let n = 1 + rng.below(30);
             let shapes: Vec<Shape> = (seq..seq + n).map(shape).collect();
             let metas = topic

@@ -20,6 +20,10 @@
 //! of the shared map would cost a fault, a zero-fill and a page-mkwrite per
 //! page; `pwrite` fills the page cache directly.
 //!
+//! A call of many large records (256 KiB or more of records of 512 bytes
+//! or more) skips the map as well: its batches are encoded into a buffer
+//! and written with `pwrite`, a megabyte at a time (see `staged.rs`).
+//!
 //! Mapped pages count in the process's resident size, so the writer (and a
 //! sequential reader of a closed segment) unmaps what lies more than
 //! `RELEASE_CHUNK` (8 MiB) behind it; the pages stay in the page cache (see
@@ -112,6 +116,7 @@ use crate::metrics::{AppendTimer, LatencyCounters, PartitionMetrics, ReadCounter
 use crate::record::{Field, Message, ReadRegion, TopicPartition};
 
 mod replica;
+mod staged;
 
 /// An open batch is sealed once it holds this many bytes (Kafka's default
 /// producer `batch.size`).
@@ -922,6 +927,11 @@ impl PartitionLog {
             // which seals, grows or rolls, and opens the next batch.
             while let Some((parts, ts)) = st.append_run(&mut records, &mut on_append) {
                 st.commit_open_count();
+                if st.stages(&parts, records.size_hint().0) {
+                    let dir = &self.dir;
+                    st.append_staged(dir, self.limits, (parts, ts), &mut records, &mut on_append)?;
+                    break;
+                }
                 let offset = st.append_one(&self.dir, self.limits, parts, ts, None)?;
                 on_append(offset, ts);
             }
@@ -2828,8 +2838,8 @@ impl State {
         }
     }
 
-    /// Appends one record; returns its offset.
-    /// Appends one record; `producer` carries the record's own sequence.
+    /// Appends one record and returns its offset; `producer` carries the
+    /// record's own sequence.
     fn append_one(
         &mut self,
         dir: &Path,
@@ -3535,7 +3545,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    const LIMITS: Limits = Limits {
+    pub(super) const LIMITS: Limits = Limits {
         segment_bytes: 64 * 1024,
         compacted: false,
         retention_bytes: None,
@@ -3543,7 +3553,7 @@ mod tests {
         compression: Compression::None,
     };
 
-    fn topic() -> Arc<str> {
+    pub(super) fn topic() -> Arc<str> {
         Arc::from("t")
     }
 
@@ -3761,7 +3771,9 @@ mod tests {
         let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
         let file = log.state.lock().active.seg.log_path.clone();
         let page = io::page_size() as u64;
-        let value = vec![7u8; 1000];
+        // Records under `staged::STAGED_MIN_RECORD`: calls of them go
+        // through the map, however large.
+        let value = vec![7u8; 400];
         let parts = RecordParts::new(None, Some(&value), &[]);
         let requested_ahead = |log: &PartitionLog| {
             let st = log.state.lock();
@@ -3773,7 +3785,7 @@ mod tests {
         // Durable appends: every fsync restarts the run, so the pager is
         // asked for nothing ahead; what is mapped ahead of the writer is
         // only the zeros the fsyncs wrote (`Active::harden_ahead`).
-        for _ in 0..2 * MIB / 1000 {
+        for _ in 0..2 * MIB / 400 {
             log.append([(parts, 1_000)], |_, _| {}).unwrap();
             log.sync_to(log.end_offset()).unwrap();
         }
@@ -3792,14 +3804,14 @@ mod tests {
         // make it slower.)
         for _ in 0..5 {
             std::thread::sleep(PREFAULT_PACE + Duration::from_millis(10));
-            let records = (0..200 * 1024 / 1000).map(|_| (parts, 1_000));
+            let records = (0..200 * 1024 / 400).map(|_| (parts, 1_000));
             log.append(records, |_, _| {}).unwrap();
         }
         assert_eq!(requested_ahead(&log).1, 0, "nothing ahead of a slow writer");
         // A fast writer: 2 MiB in one call. (Retried should the machine
         // stall the call for longer than PREFAULT_PACE.)
         for _ in 0..10 {
-            let records = (0..2 * MIB / 1000).map(|_| (parts, 1_000));
+            let records = (0..2 * MIB / 400).map(|_| (parts, 1_000));
             log.append(records, |_, _| {}).unwrap();
             if requested_ahead(&log).1 > 0 {
                 break;
@@ -3895,14 +3907,16 @@ mod tests {
             .parent()
             .unwrap()
             .to_owned();
-        let value = vec![7u8; 1000];
+        // Records under `staged::STAGED_MIN_RECORD`: calls of them go
+        // through the map, however large.
+        let value = vec![7u8; 400];
         let parts = RecordParts::new(None, Some(&value), &[]);
         // Fast writes, each asking for zeros ahead, then rolls (at 8 MiB)
         // and a close, with the requests still queued.
         let mut zeroed_segments = 0;
         for _ in 0..12 {
             let segment = Arc::clone(&log.state.lock().active.seg);
-            let records = (0..2 * MIB / 1000).map(|_| (parts, 1_000));
+            let records = (0..2 * MIB / 400).map(|_| (parts, 1_000));
             log.append(records, |_, _| {}).unwrap();
             let st = log.state.lock();
             if Arc::ptr_eq(&st.active.seg, &segment) && st.active.prefaulted > st.active.writable {
@@ -4203,7 +4217,7 @@ mod tests {
     /// A partition of 16 KiB segments created under a power-loss recorder,
     /// its directory durable (as creating a topic makes it).
     #[cfg(feature = "power-loss-sim")]
-    fn recorded_log() -> (
+    pub(super) fn recorded_log() -> (
         tempfile::TempDir,
         crate::io::power_loss::Recorder,
         PartitionLog,
@@ -4237,7 +4251,7 @@ mod tests {
     /// `log`'s recovery point (as a checkpoint would), and checks that it
     /// holds records `0..end`, record `i` being 1,000 bytes of `i`.
     #[cfg(feature = "power-loss-sim")]
-    fn cut_power_and_check(
+    pub(super) fn cut_power_and_check(
         base: &Path,
         rec: crate::io::power_loss::Recorder,
         log: PartitionLog,
@@ -4611,7 +4625,7 @@ mod tests {
     }
 
     /// Record `i` of [`append_mixed`]: key, value and headers.
-    fn mixed_record(i: usize, len: usize) -> (String, Vec<u8>, Vec<(String, Bytes)>) {
+    pub(super) fn mixed_record(i: usize, len: usize) -> (String, Vec<u8>, Vec<(String, Bytes)>) {
         let headers = match i % 2 {
             0 => Vec::new(),
             _ => vec![("h".to_string(), Bytes::from(vec![i as u8; i]))],
@@ -4621,7 +4635,7 @@ mod tests {
 
     /// Appends records of the given value sizes (small ones coalescing,
     /// large ones written alone), numbered from `from`.
-    fn append_mixed(log: &PartitionLog, from: usize, sizes: &[usize]) {
+    pub(super) fn append_mixed(log: &PartitionLog, from: usize, sizes: &[usize]) {
         for (i, &len) in sizes.iter().enumerate() {
             let (key, value, headers) = mixed_record(from + i, len);
             let parts = RecordParts::new(Some(key.as_bytes()), Some(&value), &headers);
@@ -4632,7 +4646,7 @@ mod tests {
         }
     }
 
-    fn check_mixed(log: &PartitionLog, sizes: &[usize]) {
+    pub(super) fn check_mixed(log: &PartitionLog, sizes: &[usize]) {
         assert_eq!(log.end_offset(), sizes.len() as u64, "end offset");
         let msgs = log.read(0, usize::MAX).unwrap();
         assert_eq!(msgs.len(), sizes.len(), "records read back");
@@ -4990,7 +5004,7 @@ mod tests {
         check_compacted(&log, 3500, 10);
     }
 
-    fn reopen_with(root: &Path, limits: Limits) -> PartitionLog {
+    pub(super) fn reopen_with(root: &Path, limits: Limits) -> PartitionLog {
         let hints = OpenHints {
             same_boot: true,
             ..Default::default()
