@@ -7,7 +7,8 @@
 //! After every operation: `end_offset` equals the model's length,
 //! `start_offset` never decreases, and reading `[start_offset, end_offset)`
 //! returns exactly the model's records there (offset, key, value, headers,
-//! timestamp). Appends must get the next offset of the partition they report,
+//! timestamp). Now and then a `send_batch` is a bulk one, large enough to
+//! take brook's `pwrite` path. Appends must get the next offset of the partition they report,
 //! keyed records must land on Kafka's partition, unkeyed records of one
 //! `send_batch` on one partition.
 
@@ -112,12 +113,30 @@ fn spec(partitions: u32) -> impl Strategy<Value = Spec> {
         })
 }
 
+/// A `send_batch` of 260–299 records of 900–999 bytes to one partition:
+/// over 256 KiB of records of over 512 bytes, which brook writes with
+/// `pwrite` rather than through the map, rolling many segments.
+fn bulk(partitions: u32) -> impl Strategy<Value = Vec<Spec>> {
+    (0..partitions, 260usize..300, any::<u8>()).prop_map(|(partition, n, seed)| {
+        (0..n)
+            .map(|i| Spec {
+                key: None,
+                value: Some(vec![seed.wrapping_add(i as u8); 900 + (i * 37) % 100]),
+                header: (i % 5 == 0).then(|| ("h".to_owned(), vec![i as u8; i % 20])),
+                partition: Some(partition),
+                timestamp: (i % 3 == 0).then_some(1_600_000_000_000 + i as i64),
+            })
+            .collect()
+    })
+}
+
 fn op(partitions: u32) -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => spec(partitions).prop_map(Op::Send),
         3 => (prop::collection::vec(b'a'..=b'z', 0..8), bytes(200))
             .prop_map(|(key, value)| Op::Append { key, value }),
         3 => prop::collection::vec(spec(partitions), 1..40).prop_map(Op::SendBatch),
+        1 => bulk(partitions).prop_map(Op::SendBatch),
         3 => (0..partitions, 0u16..=1000, 1usize..50).prop_map(|(partition, from_permille, max)| {
             Op::Read { partition, from_permille, max }
         }),

@@ -3,7 +3,8 @@
 //!
 //! Each seed runs a random workload on a real log directory watched by a
 //! `brook::power_loss::Recorder` (feature `power-loss-sim`): appends under
-//! `SyncPolicy::Always` and `Never`, `send_batch`, `log.sync()`, topic
+//! `SyncPolicy::Always` and `Never`, `send_batch` (now and then of over
+//! 256 KiB, which brook writes with `pwrite`), `log.sync()`, topic
 //! creation and deletion, consumer commits, segment rolls, retention,
 //! in-place compression, `compact_now`, and clean close/reopen. After every
 //! API call the test marks the operation log and notes what the call
@@ -141,7 +142,15 @@ fn run_workload(seed: u64, rec: &Recorder, steps: usize) -> Workload {
             let t = log.topic(name).expect("topic");
             let te = &snap.topics[name];
             let compacted = te.config.cleanup_policy == CleanupPolicy::Compact;
-            let n = if roll < 40 { 1 } else { 2 + rng.below(7) };
+            // Now and then a bulk call: over 256 KiB of records of over
+            // 512 bytes, which brook writes with `pwrite` (unless the topic
+            // compresses), rolling many segments.
+            let bulk = roll >= 58;
+            let n = match roll {
+                0..40 => 1,
+                58.. => 260 + rng.below(40),
+                _ => 2 + rng.below(7),
+            };
             let partition = rng.below(te.parts.len() as u64) as u32;
             let mut batch = Vec::new();
             for i in 0..n {
@@ -150,7 +159,10 @@ fn run_workload(seed: u64, rec: &Recorder, steps: usize) -> Workload {
                 } else {
                     None
                 };
-                let len = 1 + rng.below(600) as usize;
+                let len = match bulk {
+                    true => 900 + rng.below(100) as usize,
+                    false => 1 + rng.below(600) as usize,
+                };
                 let value = if compacted && rng.below(10) == 0 {
                     None
                 } else {
