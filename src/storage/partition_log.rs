@@ -907,6 +907,11 @@ impl PartitionLog {
     /// Appends records in order, calling `on_append(offset, timestamp)` for
     /// each. Returns the offset after the last one. Records must already be
     /// validated (size, timestamp).
+    ///
+    /// On an error, a prefix of the records may have been appended, and
+    /// `on_append` may have been called for records that were not (a
+    /// staged call hands out offsets as it encodes, before it writes): the
+    /// log's end offset says which were taken.
     pub(crate) fn append<'r, I>(
         &self,
         records: I,
@@ -927,7 +932,7 @@ impl PartitionLog {
             // which seals, grows or rolls, and opens the next batch.
             while let Some((parts, ts)) = st.append_run(&mut records, &mut on_append) {
                 st.commit_open_count();
-                if st.stages(&parts, records.size_hint().0) {
+                if st.stages(&parts, ts, records.size_hint().0) {
                     let dir = &self.dir;
                     st.append_staged(dir, self.limits, (parts, ts), &mut records, &mut on_append)?;
                     break;

@@ -12,15 +12,16 @@
 //! So a call that appends at least [`STAGED_MIN_CALL`] bytes of records of
 //! at least [`STAGED_MIN_RECORD`] bytes each (judged, where a batch would
 //! open, from the record at hand and how many follow it) encodes them into
-//! a per-thread buffer of [`STAGE_BYTES`], as the same batches the map
+//! a buffer of [`STAGE_BYTES`], as the same batches the map
 //! would get (sealed at [`BATCH_TARGET_BYTES`], a segment rolled where the
 //! map would roll it), and writes the buffer with `pwrite` whenever it
 //! fills. The bytes are the same either way: the path a call took leaves
 //! no trace in the log. A record too large for the buffer is written alone
 //! from the caller's buffers, as any record over 64 KiB is. Compressed
 //! topics (compressed batch by batch in place) and idempotent producers'
-//! sends keep to the map. The buffer costs each thread that ever staged a
-//! call 1 MiB of memory.
+//! sends keep to the map. Buffers come from a small pool: the memory
+//! follows how many calls stage at once (at most [`KEPT_STAGES`] idle
+//! buffers are kept).
 //!
 //! Where the map and `pwrite` cross over, measured with a scratch program
 //! (512 MiB of `send_batch` calls of 1,000 records, 16-byte keys, after
@@ -42,30 +43,47 @@
 //! succeeded; a failed write makes the partition read-only, as for a large
 //! record written alone (`append_alone`).
 
-use std::cell::RefCell;
 use std::path::Path;
+
+use parking_lot::Mutex;
 
 use super::{Limits, State, BATCH_TARGET_BYTES, REL_OFFSET_MAX};
 use crate::error::Result;
 use crate::format::{self, Compression, NewBatch, RecordParts, BATCH_HEADER_BYTES};
 use crate::io::DataFile;
 
-/// Size of the per-thread buffer, and the most one `pwrite` writes.
+/// Size of a staging buffer, and the most one `pwrite` writes.
 pub(super) const STAGE_BYTES: usize = 1024 * 1024;
-/// A call stages its records only if its first record takes at least this
-/// many bytes encoded (below, copying through the map wins: see the module
-/// docs)...
+/// A call stages its records only if the record at hand where a batch would
+/// open takes at least this many bytes encoded (below, copying through the
+/// map wins: see the module docs)...
 pub(super) const STAGED_MIN_RECORD: usize = 512;
-/// ...and all of them, judged from the first, at least this many.
+/// ...and it and the records after it, judged from it, at least this many.
 pub(super) const STAGED_MIN_CALL: usize = 256 * 1024;
+/// Idle staging buffers kept for later calls; more are freed.
+const KEPT_STAGES: usize = 4;
 
-thread_local! {
-    /// The staging buffer: [`STAGE_BYTES`] once a thread stages a call,
-    /// kept for its next calls.
-    static STAGE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+/// Staging buffers not in use. A call takes one (or allocates one) and
+/// gives it back, so the memory follows how many calls stage at once, not
+/// how many threads ever staged one (an async runtime's blocking pool may
+/// run hundreds).
+static STAGES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// A staging buffer of [`STAGE_BYTES`].
+fn take_stage() -> Vec<u8> {
+    let mut stage = STAGES.lock().pop().unwrap_or_default();
+    stage.resize(STAGE_BYTES, 0);
+    stage
 }
 
-/// A batch encoded in the buffer.
+fn give_back(stage: Vec<u8>) {
+    let mut idle = STAGES.lock();
+    if idle.len() < KEPT_STAGES {
+        idle.push(stage);
+    }
+}
+
+/// The batch being filled in the buffer.
 struct StagedBatch {
     /// Where it starts in the buffer.
     at: usize,
@@ -73,6 +91,15 @@ struct StagedBatch {
     base_timestamp: i64,
     max_timestamp: i64,
     count: u32,
+}
+
+/// A batch sealed in the buffer.
+struct SealedBatch {
+    /// Where it starts and ends in the buffer.
+    at: usize,
+    end: usize,
+    last_offset: u64,
+    max_timestamp: i64,
 }
 
 /// What the buffer holds: sealed batches, then the batch being filled.
@@ -83,9 +110,7 @@ struct Run {
     len: usize,
     /// The offset of the next record.
     next_offset: u64,
-    /// Sealed batches: where each starts and ends in the buffer, its last
-    /// offset and its largest timestamp.
-    sealed: Vec<(usize, usize, u64, i64)>,
+    sealed: Vec<SealedBatch>,
     open: Option<StagedBatch>,
 }
 
@@ -110,15 +135,19 @@ impl Run {
                 b.max_timestamp,
                 b.count as i32,
             );
-            let last = b.base_offset + u64::from(b.count) - 1;
-            self.sealed.push((b.at, self.len, last, b.max_timestamp));
+            self.sealed.push(SealedBatch {
+                at: b.at,
+                end: self.len,
+                last_offset: b.base_offset + u64::from(b.count) - 1,
+                max_timestamp: b.max_timestamp,
+            });
         }
     }
 
     /// Adds the record to the batch being filled if it fits there (the
-    /// batch's target size, the buffer, and `room`, the most bytes the
-    /// buffer may hold before the segment's end); whether it did.
-    fn add(&mut self, stage: &mut [u8], parts: &RecordParts<'_>, ts: i64, room: usize) -> bool {
+    /// batch's target size, the buffer, and `capacity`, the segment's map,
+    /// as the map path checks them); whether it did.
+    fn add(&mut self, stage: &mut [u8], parts: &RecordParts<'_>, ts: i64, capacity: u64) -> bool {
         let Some(b) = self.open.as_mut() else {
             return false;
         };
@@ -131,7 +160,8 @@ impl Run {
             0 => stage.len(),
             _ => b.at + BATCH_TARGET_BYTES as usize,
         };
-        let limit = target.min(stage.len()).min(room).max(self.len);
+        let room = capacity.saturating_sub(self.start).min(stage.len() as u64) as usize;
+        let limit = target.min(room).max(self.len);
         let Some(len) = parts.encode_into(
             &mut stage[self.len..limit],
             ts - b.base_timestamp,
@@ -148,19 +178,32 @@ impl Run {
 }
 
 impl State {
-    /// Whether a call whose first record needing the general path is
-    /// `parts`, with at least `more` records after it, is staged (see the
-    /// module docs).
+    /// Whether a call is staged from `parts` on (see the module docs): the
+    /// record `append_run` handed back, with at least `more` records after
+    /// it. Not if the open batch takes the record (`append_run` also stops
+    /// where the writer's claim on the file ends): the map path would add
+    /// it there, and the bytes must be the same either way.
     #[inline]
-    pub(super) fn stages(&self, parts: &RecordParts<'_>, more: usize) -> bool {
+    pub(super) fn stages(&self, parts: &RecordParts<'_>, ts: i64, more: usize) -> bool {
         if more == 0 || self.compression != Compression::None {
             return false;
         }
         let len = parts.encoded_len(0, 0);
-        len >= STAGED_MIN_RECORD && len.saturating_mul(more + 1) >= STAGED_MIN_CALL
+        if len < STAGED_MIN_RECORD || len.saturating_mul(more.saturating_add(1)) < STAGED_MIN_CALL {
+            return false;
+        }
+        let a = &self.active;
+        let open_takes = a.open.as_ref().filter(|o| o.takes(None)).is_some_and(|o| {
+            let off_delta = self.next_offset - o.base_offset;
+            let len = parts.encoded_len(ts - o.base_timestamp, off_delta as i32) as u64;
+            off_delta < i32::MAX as u64
+                && a.write_pos - o.start + len <= BATCH_TARGET_BYTES
+                && a.write_pos + len <= a.capacity
+        });
+        !open_takes
     }
 
-    /// Appends `first` and then every record of `records` through the
+    /// Appends `first` and then every record of `records` through a
     /// staging buffer (see the module docs), calling `on_append(offset,
     /// timestamp)` for each. Records must already be validated.
     #[inline(never)]
@@ -172,84 +215,97 @@ impl State {
         records: &mut impl Iterator<Item = (RecordParts<'r>, i64)>,
         on_append: &mut impl FnMut(u64, i64),
     ) -> Result<()> {
+        let mut stage = take_stage();
+        let result = self.stage_all(&mut stage, dir, limits, first, records, on_append);
+        give_back(stage);
+        result
+    }
+
+    fn stage_all<'r>(
+        &mut self,
+        stage: &mut [u8],
+        dir: &Path,
+        limits: Limits,
+        first: (RecordParts<'r>, i64),
+        records: &mut impl Iterator<Item = (RecordParts<'r>, i64)>,
+        on_append: &mut impl FnMut(u64, i64),
+    ) -> Result<()> {
         self.seal_open();
-        STAGE.with(|cell| {
-            let mut stage = cell.borrow_mut();
-            if stage.len() < STAGE_BYTES {
-                stage.resize(STAGE_BYTES, 0);
+        let mut run = Run::new(self.active.write_pos, self.next_offset);
+        let mut next = Some(first);
+        while let Some((parts, ts)) = next.take().or_else(|| records.next()) {
+            if run.add(stage, &parts, ts, self.active.capacity) {
+                on_append(run.next_offset - 1, ts);
+                continue;
             }
-            let mut run = Run::new(self.active.write_pos, self.next_offset);
-            let mut next = Some(first);
-            while let Some((parts, ts)) = next.take().or_else(|| records.next()) {
-                let room = self.active.capacity.saturating_sub(run.start) as usize;
-                if run.add(&mut stage, &parts, ts, room) {
-                    on_append(run.next_offset - 1, ts);
-                    continue;
-                }
-                run.seal(&mut stage);
-                let len = BATCH_HEADER_BYTES + parts.encoded_len(0, 0);
-                if len > STAGE_BYTES {
-                    // Larger than the buffer: written alone, from the
-                    // caller's buffers.
-                    self.write_staged(&stage, &mut run)?;
-                    let offset = self.append_one(dir, limits, parts, ts, None)?;
-                    on_append(offset, ts);
-                    run = Run::new(self.active.write_pos, self.next_offset);
-                    continue;
-                }
-                let at = run.start + run.len as u64;
-                let base = self.active.seg.base_offset;
-                if (at > 0 && at + len as u64 > limits.segment_bytes)
-                    || run.next_offset - base > REL_OFFSET_MAX
-                {
-                    self.write_staged(&stage, &mut run)?;
-                    self.roll(dir, limits)?;
-                    run = Run::new(self.active.write_pos, self.next_offset);
-                } else if run.len + len > STAGE_BYTES {
-                    self.write_staged(&stage, &mut run)?;
-                    run = Run::new(self.active.write_pos, self.next_offset);
-                }
-                let epoch = self.leader_epoch;
-                if epoch >= 0 && self.epochs.last().is_none_or(|&(e, _)| e < epoch) {
-                    self.epochs.push((epoch, run.next_offset));
-                }
-                format::write_open_header(
-                    &mut stage[run.len..run.len + BATCH_HEADER_BYTES],
-                    NewBatch {
-                        base_offset: run.next_offset,
-                        base_timestamp: ts,
-                        leader_epoch: epoch,
-                        producer: None,
-                    },
-                );
-                run.open = Some(StagedBatch {
-                    at: run.len,
+            run.seal(stage);
+            // A batch opened with this record: at most its target size, or
+            // this record's if larger.
+            let len = BATCH_HEADER_BYTES + parts.encoded_len(0, 0);
+            if len > STAGE_BYTES {
+                // Larger than the buffer: written alone, from the caller's
+                // buffers.
+                self.write_staged(stage, &mut run)?;
+                let offset = self.append_one(dir, limits, parts, ts, None)?;
+                on_append(offset, ts);
+                run = Run::new(self.active.write_pos, self.next_offset);
+                continue;
+            }
+            let at = run.start + run.len as u64;
+            let base = self.active.seg.base_offset;
+            if (at > 0 && at + len as u64 > limits.segment_bytes)
+                || run.next_offset - base > REL_OFFSET_MAX
+            {
+                self.write_staged(stage, &mut run)?;
+                self.roll(dir, limits)?;
+                run = Run::new(self.active.write_pos, self.next_offset);
+            } else if run.len + len.max(BATCH_TARGET_BYTES as usize) > STAGE_BYTES {
+                // The batch might not fit whole: the map would not cut it
+                // short, so neither may the buffer.
+                self.write_staged(stage, &mut run)?;
+                run = Run::new(self.active.write_pos, self.next_offset);
+            }
+            let epoch = self.leader_epoch;
+            if epoch >= 0 && self.epochs.last().is_none_or(|&(e, _)| e < epoch) {
+                self.epochs.push((epoch, run.next_offset));
+            }
+            format::write_open_header(
+                &mut stage[run.len..run.len + BATCH_HEADER_BYTES],
+                NewBatch {
                     base_offset: run.next_offset,
                     base_timestamp: ts,
-                    max_timestamp: ts,
-                    count: 0,
-                });
-                run.len += BATCH_HEADER_BYTES;
-                let room = self.active.capacity.saturating_sub(run.start) as usize;
-                if !run.add(&mut stage, &parts, ts, room) {
-                    // Not expected (the segment and the buffer were checked
-                    // for the whole batch above), but harmless: the empty
-                    // batch goes, and the record takes the general path.
-                    debug_assert!(false, "a first record did not fit its staged batch");
-                    run.open = None;
-                    run.len -= BATCH_HEADER_BYTES;
-                    self.write_staged(&stage, &mut run)?;
-                    let offset = self.append_one(dir, limits, parts, ts, None)?;
-                    on_append(offset, ts);
-                    self.seal_open();
-                    run = Run::new(self.active.write_pos, self.next_offset);
-                    continue;
-                }
-                on_append(run.next_offset - 1, ts);
+                    leader_epoch: epoch,
+                    producer: None,
+                },
+            );
+            run.open = Some(StagedBatch {
+                at: run.len,
+                base_offset: run.next_offset,
+                base_timestamp: ts,
+                max_timestamp: ts,
+                count: 0,
+            });
+            run.len += BATCH_HEADER_BYTES;
+            if !run.add(stage, &parts, ts, self.active.capacity) {
+                // Not expected: the segment and the buffer were checked for
+                // the whole batch above, and a segment holds any record
+                // (`segment_bytes` is at least the largest record plus a
+                // batch header). Should it happen, the empty batch goes and
+                // the record takes the general path, which rolls or grows
+                // as it needs.
+                run.open = None;
+                run.len -= BATCH_HEADER_BYTES;
+                self.write_staged(stage, &mut run)?;
+                let offset = self.append_one(dir, limits, parts, ts, None)?;
+                on_append(offset, ts);
+                self.seal_open();
+                run = Run::new(self.active.write_pos, self.next_offset);
+                continue;
             }
-            run.seal(&mut stage);
-            self.write_staged(&stage, &mut run)
-        })
+            on_append(run.next_offset - 1, ts);
+        }
+        run.seal(stage);
+        self.write_staged(stage, &mut run)
     }
 
     /// Writes the sealed batches of `run` to the active segment's file and
@@ -297,10 +353,21 @@ impl State {
         a.pwritten_to = end;
         #[cfg(test)]
         tests::STAGED_WRITES.with(|n| n.set(n.get() + 1));
-        for &(at, batch_end, last, max_timestamp) in &run.sealed {
-            self.active.write_pos = run.start + batch_end as u64;
-            self.finish_batch(run.start + at as u64, last, max_timestamp, false);
+        for b in &run.sealed {
+            let start = run.start + b.at as u64;
+            let len = (b.end - b.at) as u64;
+            a.ix.add_batch(
+                a.seg.base_offset,
+                start,
+                len,
+                b.last_offset,
+                b.max_timestamp,
+            );
         }
+        // Compressed topics never stage, so there is nothing else of
+        // `finish_batch` to do; one publication covers every batch.
+        a.write_pos = end;
+        a.publish_sealed();
         self.next_offset = run.next_offset;
         self.bytes_in += run.len as u64;
         *run = Run::new(end, run.next_offset);
@@ -438,6 +505,34 @@ pub(super) mod tests {
         call[50] = STAGE_BYTES + 1;
         call.extend([3 * STAGE_BYTES / 2, 5_000, 5_000]);
         same_bytes_either_way(limits, &[10], &call);
+    }
+
+    /// A call that fills the buffer several times within one segment:
+    /// batches must not be cut where the buffer ends. (Found by review: a
+    /// batch near the buffer's end was sealed short.)
+    #[test]
+    fn a_call_larger_than_the_buffer_cuts_no_batch_short() {
+        let limits = Limits {
+            segment_bytes: 8 << 20,
+            ..LIMITS
+        };
+        let call: Vec<usize> = (0..2_500).map(|i| 1_000 + (i * 37) % 500).collect();
+        same_bytes_either_way(limits, &[10], &call);
+    }
+
+    /// A call that starts in an open batch whose next record lies past the
+    /// writer's claim on the file (`append_run` hands it back though the
+    /// batch has room): the record must join that batch, as on the map
+    /// path. (Found by review: the batch was sealed short.)
+    #[test]
+    fn a_call_continues_the_open_batch_past_the_writers_claim() {
+        let limits = Limits {
+            segment_bytes: 8 << 20,
+            ..LIMITS
+        };
+        for prefix in [240, 250, 255, 260] {
+            same_bytes_either_way(limits, &vec![1_000; prefix], &[1_000; 400]);
+        }
     }
 
     #[test]
