@@ -3113,14 +3113,10 @@ impl State {
             file.write_all_at(&head, start)
         })();
         if let Err(e) = written {
-            tracing::error!(
-                file = %path.display(),
-                error = %e,
-                "a write failed: the partition is read-only from now on"
-            );
-            self.failed = Some((path.clone(), e.to_string()));
-            return Err(e);
+            let path = path.clone();
+            return Err(self.write_failed(path, e));
         }
+        let a = &mut self.active;
         a.write_pos += len;
         // Bytes written with `pwrite` count toward no prefault window:
         // zeros ahead of them would be overwritten by the next record's
@@ -3133,6 +3129,20 @@ impl State {
         self.bytes_in += len;
         self.finish_batch(start, offset, ts, false);
         Ok(offset)
+    }
+
+    /// A write into the active segment's file failed: the partition turns
+    /// read-only (the bytes after the log's end may now be neither zeros
+    /// nor a batch). Returns the error.
+    #[cold]
+    fn write_failed(&mut self, path: PathBuf, e: Error) -> Error {
+        tracing::error!(
+            file = %path.display(),
+            error = %e,
+            "a write failed: the partition is read-only from now on"
+        );
+        self.failed = Some((path, e.to_string()));
+        e
     }
 
     /// Closes the active segment and starts a new one at `next_offset`.

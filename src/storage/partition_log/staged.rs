@@ -340,14 +340,10 @@ impl State {
             file.write_all_at(&stage[..BATCH_HEADER_BYTES], run.start)
         })();
         if let Err(e) = written {
-            tracing::error!(
-                file = %path.display(),
-                error = %e,
-                "a write failed: the partition is read-only from now on"
-            );
-            self.failed = Some((path.clone(), e.to_string()));
-            return Err(e);
+            let path = path.clone();
+            return Err(self.write_failed(path, e));
         }
+        let a = &mut self.active;
         // Bytes written with `pwrite` count toward no prefault window (see
         // `append_alone`).
         a.pwritten_to = end;
@@ -391,6 +387,14 @@ pub(super) mod tests {
         /// Writes of staged batches on this thread (to tell that a call
         /// took the staged path).
         pub(in super::super) static STAGED_WRITES: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// The test limits with segments of `bytes`.
+    fn segments_of(bytes: u64) -> Limits {
+        Limits {
+            segment_bytes: bytes,
+            ..LIMITS
+        }
     }
 
     fn staged_writes() -> u64 {
@@ -485,10 +489,7 @@ pub(super) mod tests {
     fn a_staged_call_writes_the_batches_single_appends_would() {
         // 256 KiB segments roll several times within the call; records
         // from 100 bytes to more than a batch's target.
-        let limits = Limits {
-            segment_bytes: 256 * 1024,
-            ..LIMITS
-        };
+        let limits = segments_of(256 * 1024);
         let call: Vec<usize> = (0..150)
             .map(|i| [20_000, 600, 3_000, 100, 700, 16_000, 9_000, 40][i % 8])
             .collect();
@@ -497,10 +498,7 @@ pub(super) mod tests {
 
     #[test]
     fn a_record_larger_than_the_staging_buffer_is_written_alone_within_a_staged_call() {
-        let limits = Limits {
-            segment_bytes: 8 << 20,
-            ..LIMITS
-        };
+        let limits = segments_of(8 << 20);
         let mut call = vec![5_000; 100];
         call[50] = STAGE_BYTES + 1;
         call.extend([3 * STAGE_BYTES / 2, 5_000, 5_000]);
@@ -512,10 +510,7 @@ pub(super) mod tests {
     /// batch near the buffer's end was sealed short.)
     #[test]
     fn a_call_larger_than_the_buffer_cuts_no_batch_short() {
-        let limits = Limits {
-            segment_bytes: 8 << 20,
-            ..LIMITS
-        };
+        let limits = segments_of(8 << 20);
         let call: Vec<usize> = (0..2_500).map(|i| 1_000 + (i * 37) % 500).collect();
         same_bytes_either_way(limits, &[10], &call);
     }
@@ -526,10 +521,7 @@ pub(super) mod tests {
     /// path. (Found by review: the batch was sealed short.)
     #[test]
     fn a_call_continues_the_open_batch_past_the_writers_claim() {
-        let limits = Limits {
-            segment_bytes: 8 << 20,
-            ..LIMITS
-        };
+        let limits = segments_of(8 << 20);
         for prefix in [240, 250, 255, 260] {
             same_bytes_either_way(limits, &vec![1_000; prefix], &[1_000; 400]);
         }
@@ -554,10 +546,7 @@ pub(super) mod tests {
     #[test]
     fn a_staged_call_asks_for_no_zeros_ahead() {
         let dir = tempfile::tempdir().unwrap();
-        let limits = Limits {
-            segment_bytes: 64 << 20,
-            ..LIMITS
-        };
+        let limits = segments_of(64 << 20);
         let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
         let before = staged_writes();
         append_call(&log, 0, &[1_000; 4_000]).unwrap();
@@ -570,10 +559,7 @@ pub(super) mod tests {
     #[test]
     fn a_staged_call_killed_before_its_first_header_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
-        let limits = Limits {
-            segment_bytes: 4 << 20,
-            ..LIMITS
-        };
+        let limits = segments_of(4 << 20);
         let log = PartitionLog::create(dir.path(), topic(), 0, limits).unwrap();
         let prefix = [10, 20, 700];
         append_mixed(&log, 0, &prefix);
