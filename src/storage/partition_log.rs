@@ -4222,13 +4222,6 @@ mod tests {
         assert_eq!(records_after_reopen(dir.path(), limits), n);
     }
 
-    /// Regression: a roll that failed (here: no file descriptor left to
-    /// open a file of the new segment) had already cut the active segment's
-    /// file to its length and marked it closed, and left the new segment's
-    /// `.log` behind. Every later roll failed ("file exists"), and appends
-    /// that still fitted went into the map past the end of the cut file,
-    /// where they were lost or read back as zeros ("magic 0 is not 2").
-    /// Found by tests/stress.rs running out of file descriptors.
     /// A partition of 16 KiB segments created under a power-loss recorder,
     /// its directory durable (as creating a topic makes it).
     #[cfg(feature = "power-loss-sim")]
@@ -4429,6 +4422,13 @@ mod tests {
         assert_eq!(offsets, (0..log.end_offset()).collect::<Vec<_>>());
     }
 
+    /// Regression: a roll that failed (here: no file descriptor left to
+    /// open a file of the new segment) had already cut the active segment's
+    /// file to its length and marked it closed, and left the new segment's
+    /// `.log` behind. Every later roll failed ("file exists"), and appends
+    /// that still fitted went into the map past the end of the cut file,
+    /// where they were lost or read back as zeros ("magic 0 is not 2").
+    /// Found by tests/stress.rs running out of file descriptors.
     #[test]
     fn a_failed_roll_changes_nothing_and_the_next_append_rolls() {
         let limits = Limits {
