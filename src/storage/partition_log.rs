@@ -248,6 +248,16 @@ struct OpenBatch {
     producer: Option<ProducerBatch>,
 }
 
+/// Where a record goes in the open batch (see `State::open_fit`).
+struct OpenFit {
+    ts_delta: i64,
+    off_delta: i32,
+    /// `RecordParts::body_len` for these deltas.
+    body: usize,
+    /// Encoded bytes, with the length prefix.
+    len: u64,
+}
+
 impl OpenBatch {
     /// Whether a record with producer fields `p` (its own sequence) may
     /// join this batch.
@@ -2855,38 +2865,23 @@ impl State {
     ) -> Result<u64> {
         loop {
             let offset = self.next_offset;
-            let a = &mut self.active;
-            if let Some(open) = a.open.as_ref().filter(|o| o.takes(producer)) {
-                let ts_delta = ts - open.base_timestamp;
-                let off_delta = offset - open.base_offset;
-                let body = parts.body_len(ts_delta, off_delta as i32);
-                let len = (varint_len(body as i64) + body) as u64;
-                let fits_batch = a.write_pos - open.start + len <= BATCH_TARGET_BYTES
-                    && off_delta < i32::MAX as u64;
-                if fits_batch && a.write_pos + len <= a.capacity {
-                    a.make_room(a.write_pos + len)?;
-                    a.write_record(parts, body, ts_delta, off_delta as i32, len, ts);
-                    self.next_offset += 1;
-                    self.bytes_in += len;
-                    return Ok(offset);
-                }
-                self.seal_open();
-                continue;
+            if let Some(fit) = self.open_fit(&parts, ts, producer) {
+                let a = &mut self.active;
+                a.make_room(a.write_pos + fit.len)?;
+                a.write_record(parts, fit.body, fit.ts_delta, fit.off_delta, fit.len, ts);
+                self.next_offset += 1;
+                self.bytes_in += fit.len;
+                return Ok(offset);
             }
-            // An open batch of another producer (or of none) is sealed first.
+            // An open batch that is full, or of another producer (or of
+            // none), is sealed first.
             self.seal_open();
-            let a = &mut self.active;
             let len = (BATCH_HEADER_BYTES + parts.encoded_len(0, 0)) as u64;
-            let rel_offset_overflow = offset - a.seg.base_offset > REL_OFFSET_MAX;
-            if (a.write_pos > 0 && a.write_pos + len > limits.segment_bytes) || rel_offset_overflow
-            {
+            if self.rolls_before(self.active.write_pos, len, offset, limits) {
                 self.roll(dir, limits)?;
                 continue;
             }
-            let epoch = self.leader_epoch;
-            if epoch >= 0 && self.epochs.last().is_none_or(|&(e, _)| e < epoch) {
-                self.epochs.push((epoch, offset));
-            }
+            let epoch = self.stamp_epoch(offset);
             let a = &mut self.active;
             a.make_room(a.write_pos + len)?;
             if len > LARGE_RECORD_BYTES && producer.is_none() {
@@ -2906,6 +2901,56 @@ impl State {
             self.bytes_in += BATCH_HEADER_BYTES as u64 + rec_len;
             return Ok(offset);
         }
+    }
+
+    /// Where a record (`parts`, timestamp `ts`, of `producer`) goes in the
+    /// open batch, if that batch takes it: the batch is `producer`'s, and
+    /// the record keeps it within its target size, its offset deltas and
+    /// the segment's map. (Both append paths ask this, so that they cut
+    /// the same batches.)
+    #[inline]
+    fn open_fit(
+        &self,
+        parts: &RecordParts<'_>,
+        ts: i64,
+        producer: Option<ProducerBatch>,
+    ) -> Option<OpenFit> {
+        let a = &self.active;
+        let open = a.open.as_ref().filter(|o| o.takes(producer))?;
+        let ts_delta = ts - open.base_timestamp;
+        let off_delta = self.next_offset - open.base_offset;
+        let body = parts.body_len(ts_delta, off_delta as i32);
+        let len = (varint_len(body as i64) + body) as u64;
+        let fits = a.write_pos - open.start + len <= BATCH_TARGET_BYTES
+            && off_delta < i32::MAX as u64
+            && a.write_pos + len <= a.capacity;
+        fits.then_some(OpenFit {
+            ts_delta,
+            off_delta: off_delta as i32,
+            body,
+            len,
+        })
+    }
+
+    /// Whether a batch of `len` bytes whose first offset is `offset`, to
+    /// start at `at` in the active segment, needs a new segment first: the
+    /// segment would grow past `segment_bytes` (unless the batch is its
+    /// first), or offsets relative to its base could overflow.
+    #[inline]
+    fn rolls_before(&self, at: u64, len: u64, offset: u64, limits: Limits) -> bool {
+        (at > 0 && at + len > limits.segment_bytes)
+            || offset - self.active.seg.base_offset > REL_OFFSET_MAX
+    }
+
+    /// The leader epoch of a batch starting at `offset`, noted in the
+    /// leader-epoch cache if it begins there.
+    #[inline]
+    fn stamp_epoch(&mut self, offset: u64) -> i32 {
+        let epoch = self.leader_epoch;
+        if epoch >= 0 && self.epochs.last().is_none_or(|&(e, _)| e < epoch) {
+            self.epochs.push((epoch, offset));
+        }
+        epoch
     }
 
     /// Appends records from `records` to the open batch while they fit it

@@ -47,7 +47,7 @@ use std::path::Path;
 
 use parking_lot::Mutex;
 
-use super::{Limits, State, BATCH_TARGET_BYTES, REL_OFFSET_MAX};
+use super::{Limits, State, BATCH_TARGET_BYTES};
 use crate::error::Result;
 use crate::format::{self, Compression, NewBatch, RecordParts, BATCH_HEADER_BYTES};
 use crate::io::DataFile;
@@ -69,17 +69,24 @@ const KEPT_STAGES: usize = 4;
 /// run hundreds).
 static STAGES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-/// A staging buffer of [`STAGE_BYTES`].
-fn take_stage() -> Vec<u8> {
-    let mut stage = STAGES.lock().pop().unwrap_or_default();
-    stage.resize(STAGE_BYTES, 0);
-    stage
+/// A staging buffer of [`STAGE_BYTES`], back to the pool when dropped
+/// (on an error too).
+struct Stage(Vec<u8>);
+
+impl Stage {
+    fn take() -> Stage {
+        let mut buf = STAGES.lock().pop().unwrap_or_default();
+        buf.resize(STAGE_BYTES, 0);
+        Stage(buf)
+    }
 }
 
-fn give_back(stage: Vec<u8>) {
-    let mut idle = STAGES.lock();
-    if idle.len() < KEPT_STAGES {
-        idle.push(stage);
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let mut idle = STAGES.lock();
+        if idle.len() < KEPT_STAGES {
+            idle.push(std::mem::take(&mut self.0));
+        }
     }
 }
 
@@ -192,15 +199,7 @@ impl State {
         if len < STAGED_MIN_RECORD || len.saturating_mul(more.saturating_add(1)) < STAGED_MIN_CALL {
             return false;
         }
-        let a = &self.active;
-        let open_takes = a.open.as_ref().filter(|o| o.takes(None)).is_some_and(|o| {
-            let off_delta = self.next_offset - o.base_offset;
-            let len = parts.encoded_len(ts - o.base_timestamp, off_delta as i32) as u64;
-            off_delta < i32::MAX as u64
-                && a.write_pos - o.start + len <= BATCH_TARGET_BYTES
-                && a.write_pos + len <= a.capacity
-        });
-        !open_takes
+        self.open_fit(parts, ts, None).is_none()
     }
 
     /// Appends `first` and then every record of `records` through a
@@ -215,21 +214,8 @@ impl State {
         records: &mut impl Iterator<Item = (RecordParts<'r>, i64)>,
         on_append: &mut impl FnMut(u64, i64),
     ) -> Result<()> {
-        let mut stage = take_stage();
-        let result = self.stage_all(&mut stage, dir, limits, first, records, on_append);
-        give_back(stage);
-        result
-    }
-
-    fn stage_all<'r>(
-        &mut self,
-        stage: &mut [u8],
-        dir: &Path,
-        limits: Limits,
-        first: (RecordParts<'r>, i64),
-        records: &mut impl Iterator<Item = (RecordParts<'r>, i64)>,
-        on_append: &mut impl FnMut(u64, i64),
-    ) -> Result<()> {
+        let mut buf = Stage::take();
+        let stage = &mut buf.0[..];
         self.seal_open();
         let mut run = Run::new(self.active.write_pos, self.next_offset);
         let mut next = Some(first);
@@ -246,16 +232,11 @@ impl State {
                 // Larger than the buffer: written alone, from the caller's
                 // buffers.
                 self.write_staged(stage, &mut run)?;
-                let offset = self.append_one(dir, limits, parts, ts, None)?;
-                on_append(offset, ts);
-                run = Run::new(self.active.write_pos, self.next_offset);
+                run = self.append_unstaged(dir, limits, parts, ts, on_append)?;
                 continue;
             }
             let at = run.start + run.len as u64;
-            let base = self.active.seg.base_offset;
-            if (at > 0 && at + len as u64 > limits.segment_bytes)
-                || run.next_offset - base > REL_OFFSET_MAX
-            {
+            if self.rolls_before(at, len as u64, run.next_offset, limits) {
                 self.write_staged(stage, &mut run)?;
                 self.roll(dir, limits)?;
                 run = Run::new(self.active.write_pos, self.next_offset);
@@ -263,12 +244,8 @@ impl State {
                 // The batch might not fit whole: the map would not cut it
                 // short, so neither may the buffer.
                 self.write_staged(stage, &mut run)?;
-                run = Run::new(self.active.write_pos, self.next_offset);
             }
-            let epoch = self.leader_epoch;
-            if epoch >= 0 && self.epochs.last().is_none_or(|&(e, _)| e < epoch) {
-                self.epochs.push((epoch, run.next_offset));
-            }
+            let epoch = self.stamp_epoch(run.next_offset);
             format::write_open_header(
                 &mut stage[run.len..run.len + BATCH_HEADER_BYTES],
                 NewBatch {
@@ -296,16 +273,32 @@ impl State {
                 run.open = None;
                 run.len -= BATCH_HEADER_BYTES;
                 self.write_staged(stage, &mut run)?;
-                let offset = self.append_one(dir, limits, parts, ts, None)?;
-                on_append(offset, ts);
-                self.seal_open();
-                run = Run::new(self.active.write_pos, self.next_offset);
+                run = self.append_unstaged(dir, limits, parts, ts, on_append)?;
                 continue;
             }
             on_append(run.next_offset - 1, ts);
         }
         run.seal(stage);
         self.write_staged(stage, &mut run)
+    }
+
+    /// Appends one record through the general path (`append_one`), the
+    /// buffer written; returns the run that follows it.
+    fn append_unstaged(
+        &mut self,
+        dir: &Path,
+        limits: Limits,
+        parts: RecordParts<'_>,
+        ts: i64,
+        on_append: &mut impl FnMut(u64, i64),
+    ) -> Result<Run> {
+        let offset = self.append_one(dir, limits, parts, ts, None)?;
+        on_append(offset, ts);
+        // A record over 64 KiB leaves no open batch; a smaller one (not
+        // expected here) leaves one, which the next staged batch must
+        // follow.
+        self.seal_open();
+        Ok(Run::new(self.active.write_pos, self.next_offset))
     }
 
     /// Writes the sealed batches of `run` to the active segment's file and
