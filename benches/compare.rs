@@ -1395,34 +1395,32 @@ fn throughput_by_size(size: &Size) -> String {
             }
             start.elapsed()
         });
-        let c = median_of_3(|dir| {
-            // commitlog limits the bytes of one `append` call.
-            let mut log = commitlog_at(dir, 16 * MIB as usize);
-            let mut buf = MessageBuf::default();
-            for k in &keys {
-                buf.push_with_metadata(k, &v).unwrap();
-            }
-            prime(dir);
-            let start = Instant::now();
-            for _ in 0..calls {
-                log.append(&mut buf).unwrap();
-            }
-            start.elapsed()
-        });
-        let built = median_of_3(|dir| {
-            let mut log = commitlog_at(dir, 16 * MIB as usize);
-            let mut buf = MessageBuf::default();
-            prime(dir);
-            let start = Instant::now();
-            for _ in 0..calls {
-                buf.clear();
-                for k in &keys {
-                    buf.push_with_metadata(k, &v).unwrap();
+        // commitlog re-appending one buffer encoded beforehand, or
+        // (`rebuild`) building it from the records in each call.
+        let commitlog = |rebuild: bool| {
+            median_of_3(|dir| {
+                // commitlog limits the bytes of one `append` call.
+                let mut log = commitlog_at(dir, 16 * MIB as usize);
+                let mut buf = MessageBuf::default();
+                let fill = |buf: &mut MessageBuf| {
+                    for k in &keys {
+                        buf.push_with_metadata(k, &v).unwrap();
+                    }
+                };
+                fill(&mut buf);
+                prime(dir);
+                let start = Instant::now();
+                for _ in 0..calls {
+                    if rebuild {
+                        buf.clear();
+                        fill(&mut buf);
+                    }
+                    log.append(&mut buf).unwrap();
                 }
-                log.append(&mut buf).unwrap();
-            }
-            start.elapsed()
-        });
+                start.elapsed()
+            })
+        };
+        let (c, built) = (commitlog(false), commitlog(true));
         let r = median_of_3(|dir| {
             let db = redb_at(dir);
             prime(dir);

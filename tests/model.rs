@@ -8,9 +8,9 @@
 //! `start_offset` never decreases, and reading `[start_offset, end_offset)`
 //! returns exactly the model's records there (offset, key, value, headers,
 //! timestamp). Now and then a `send_batch` is a bulk one, large enough to
-//! take brook's `pwrite` path. Appends must get the next offset of the partition they report,
-//! keyed records must land on Kafka's partition, unkeyed records of one
-//! `send_batch` on one partition.
+//! take brook's `pwrite` path. Appends must get the next offset of the
+//! partition they report, keyed records must land on Kafka's partition,
+//! unkeyed records of one `send_batch` on one partition.
 
 use std::path::Path;
 use std::time::Duration;

@@ -147,8 +147,8 @@ fn run_workload(seed: u64, rec: &Recorder, steps: usize) -> Workload {
             // compresses), rolling many segments.
             let bulk = roll >= 58;
             let n = match roll {
+                _ if bulk => 260 + rng.below(40),
                 0..40 => 1,
-                58.. => 260 + rng.below(40),
                 _ => 2 + rng.below(7),
             };
             let partition = rng.below(te.parts.len() as u64) as u32;
