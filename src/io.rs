@@ -669,7 +669,7 @@ pub(crate) mod faults {
         FAIL_OPEN.with(|f| f.borrow_mut().push(suffix.to_owned()));
     }
 
-    pub(super) fn take_open_failure(path: &Path) -> Option<std::io::Error> {
+    pub(crate) fn take_open_failure(path: &Path) -> Option<std::io::Error> {
         FAIL_OPEN.with(|f| {
             let mut f = f.borrow_mut();
             let i = f

@@ -15,8 +15,11 @@
 //! a buffer of [`STAGE_BYTES`], as the same batches the map
 //! would get (sealed at [`BATCH_TARGET_BYTES`], a segment rolled where the
 //! map would roll it), and writes the buffer with `pwrite` whenever it
-//! fills. The bytes are the same either way: the path a call took leaves
-//! no trace in the log. A record too large for the buffer is written alone
+//! fills. The call's batches and index entries are the same either way;
+//! the one trace of the path is where the call ends: a staged call seals
+//! its last batch, as a flush would, so the next append opens a batch of
+//! its own where through the map it might have joined the call's last
+//! one. A record too large for the buffer is written alone
 //! from the caller's buffers, as any record over 64 KiB is. Compressed
 //! topics (compressed batch by batch in place) and idempotent producers'
 //! sends keep to the map. Buffers come from a small pool: the memory
@@ -189,7 +192,7 @@ impl State {
     /// record `append_run` handed back, with at least `more` records after
     /// it. Not if the open batch takes the record (`append_run` also stops
     /// where the writer's claim on the file ends): the map path would add
-    /// it there, and the bytes must be the same either way.
+    /// it there, and the call's batches must be the same either way.
     #[inline]
     pub(super) fn stages(&self, parts: &RecordParts<'_>, ts: i64, more: usize) -> bool {
         if more == 0 || self.compression != Compression::None {
@@ -439,8 +442,9 @@ pub(super) mod tests {
 
     /// Appends `prefix` one record at a time, then `call` in one call that
     /// must take the staged path, and the same records one at a time into
-    /// a second partition; checks that both hold the same bytes, that the
-    /// records read back, and that they do after a kill too.
+    /// a second partition (flushed after them: a staged call ends sealed);
+    /// checks that both hold the same bytes, that the records read back,
+    /// and that they do after a kill too.
     fn same_bytes_either_way(limits: Limits, prefix: &[usize], call: &[usize]) {
         let (staged, alone) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let all = [prefix, call].concat();
@@ -613,5 +617,417 @@ pub(super) mod tests {
         log.sync().unwrap();
         call(300);
         cut_power_and_check(base.path(), rec, log, limits, 300, "after a staged call");
+    }
+
+    /// A small xorshift generator for the differential test.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+    }
+
+    /// A record of the differential test: key, value, headers, timestamp.
+    type Owned = (Vec<u8>, Vec<u8>, Vec<(String, bytes::Bytes)>, i64);
+
+    /// A value size clustered around the thresholds that decide where
+    /// batches are cut: the staging minimum, the batch target, the 64 KiB
+    /// of a record written alone, the buffer's size.
+    fn value_size(rng: &mut Rng, max: usize) -> usize {
+        let size = match rng.below(20) {
+            0 => rng.below(100) as usize,
+            1 => 400 + rng.below(200) as usize,
+            2 => BATCH_TARGET_BYTES as usize - 150 + rng.below(150) as usize,
+            3 => 64 * 1024 - 150 + rng.below(200) as usize,
+            4 if rng.below(6) == 0 => STAGE_BYTES - 200 + rng.below(260) as usize,
+            5 => 20_000 + rng.below(100_000) as usize,
+            _ => 500 + rng.below(3_000) as usize,
+        };
+        size.min(max)
+    }
+
+    /// `n` records, some with a header, timestamps mostly rising.
+    fn random_call(rng: &mut Rng, n: usize, max: usize, ts: &mut i64) -> Vec<Owned> {
+        (0..n)
+            .map(|i| {
+                let len = value_size(rng, max);
+                let key = format!("k{}", rng.below(1000)).into_bytes();
+                let headers = match rng.below(4) {
+                    0 => vec![(
+                        "h".to_string(),
+                        bytes::Bytes::from(vec![i as u8; rng.below(300) as usize]),
+                    )],
+                    _ => Vec::new(),
+                };
+                *ts += rng.below(50) as i64;
+                let t = match rng.below(10) {
+                    0 => (*ts - rng.below(5_000) as i64).max(0),
+                    _ => *ts,
+                };
+                (key, vec![(rng.next() % 251) as u8; len], headers, t)
+            })
+            .collect()
+    }
+
+    fn parts(call: &[Owned]) -> Vec<(RecordParts<'_>, i64)> {
+        call.iter()
+            .map(|(k, v, h, t)| (RecordParts::new(Some(k), Some(v), h), *t))
+            .collect()
+    }
+
+    /// One seed of [`staged_and_mapped_calls_cut_the_same_batches`].
+    fn differential(seed: u64) {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let segment_bytes = [
+            96 * 1024,
+            300 * 1024 + 13,
+            1_100_000,
+            3 * 1024 * 1024 + 7,
+            8 << 20,
+        ][rng.below(5) as usize];
+        let limits = segments_of(segment_bytes);
+        let max = (segment_bytes as usize - 400).min(STAGE_BYTES + 100);
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let staged = PartitionLog::create(da.path(), topic(), 0, limits).unwrap();
+        let mapped = PartitionLog::create(db.path(), topic(), 0, limits).unwrap();
+        let (mut ts, mut epoch, mut sequence) = (1_000i64, 0i32, 0i32);
+        for step in 0..12 {
+            match rng.below(8) {
+                0 => {
+                    epoch += 1 + rng.below(2) as i32;
+                    staged.set_leader_epoch(epoch);
+                    mapped.set_leader_epoch(epoch);
+                }
+                1 => {
+                    // An idempotent producer's send leaves its batch open.
+                    let n = 1 + rng.below(4);
+                    let values: Vec<Vec<u8>> =
+                        (0..n).map(|_| vec![7u8; rng.below(900) as usize]).collect();
+                    let records: Vec<_> = values
+                        .iter()
+                        .map(|v| (RecordParts::new(Some(b"p"), Some(v), &[]), ts))
+                        .collect();
+                    let batch = format::ProducerBatch {
+                        producer_id: 9,
+                        epoch: 0,
+                        base_sequence: sequence,
+                        attributes: 0,
+                    };
+                    sequence += records.len() as i32;
+                    staged
+                        .append_idempotent(batch, &records, |_, _| {})
+                        .unwrap();
+                    mapped
+                        .append_idempotent(batch, &records, |_, _| {})
+                        .unwrap();
+                }
+                2 | 3 => {
+                    // Small calls, which may leave a batch open.
+                    let n = 1 + rng.below(30) as usize;
+                    let call = random_call(&mut rng, n, 2_000.min(max), &mut ts);
+                    let p = parts(&call);
+                    staged.append(p.iter().copied(), |_, _| {}).unwrap();
+                    mapped.append(p.iter().copied(), |_, _| {}).unwrap();
+                }
+                _ => {
+                    let n = 50 + rng.below(900) as usize;
+                    let call = random_call(&mut rng, n, max, &mut ts);
+                    let p = parts(&call);
+                    let (mut got, mut want) = (Vec::new(), Vec::new());
+                    let before = staged_writes();
+                    let end = staged
+                        .append(p.iter().copied(), |o, t| got.push((o, t)))
+                        .unwrap();
+                    let was_staged = staged_writes() > before;
+                    // A size hint of 0 never stages.
+                    let unstaged = p.iter().copied().filter(|_| true);
+                    let before = staged_writes();
+                    let want_end = mapped.append(unstaged, |o, t| want.push((o, t))).unwrap();
+                    assert_eq!(staged_writes(), before, "through the map");
+                    assert_eq!(end, want_end, "seed {seed} step {step}: end offsets");
+                    assert_eq!(got, want, "seed {seed} step {step}: offsets handed out");
+                    if was_staged {
+                        // A staged call ends sealed (see the module docs).
+                        mapped.flush().unwrap();
+                    }
+                }
+            }
+            assert_eq!(
+                staged.epochs(),
+                mapped.epochs(),
+                "seed {seed} step {step}: epochs"
+            );
+        }
+        let (got, want) = (
+            staged.read(0, usize::MAX).unwrap(),
+            mapped.read(0, usize::MAX).unwrap(),
+        );
+        assert_eq!(got.len(), want.len(), "seed {seed}: records");
+        for (x, y) in got.iter().zip(&want) {
+            assert_eq!(
+                (x.offset(), x.timestamp(), x.key(), x.value()),
+                (y.offset(), y.timestamp(), y.key(), y.value()),
+                "seed {seed}"
+            );
+        }
+        let (staged_dir, mapped_dir) = (staged.dir.clone(), mapped.dir.clone());
+        staged.close().unwrap();
+        mapped.close().unwrap();
+        let (files, want) = (segment_files(&staged_dir), segment_files(&mapped_dir));
+        let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&files),
+            names(&want),
+            "seed {seed}: the same segment files"
+        );
+        for ((name, got), (_, want)) in files.iter().zip(&want) {
+            let first_difference = got.iter().zip(want).position(|(a, b)| a != b);
+            assert!(
+                got.len() == want.len() && first_difference.is_none(),
+                "seed {seed}: {name}: {} bytes against {} through the map, first difference \
+                 at {first_difference:?}",
+                got.len(),
+                want.len()
+            );
+        }
+    }
+
+    /// Random sequences of calls (value sizes at the thresholds, headers,
+    /// timestamps back in time, leader epochs changing, an idempotent
+    /// producer's batch left open, small calls leaving a batch open) on
+    /// segments of several sizes, into two partitions: one appends each
+    /// call as it comes, the other with a size hint of 0, which keeps it on
+    /// the map. Offsets, epochs, reads and every segment and index file
+    /// must be the same. `BROOK_STAGED_SEEDS=N` runs N seeds (default 12).
+    #[test]
+    fn staged_and_mapped_calls_cut_the_same_batches() {
+        let seeds: u64 = std::env::var("BROOK_STAGED_SEEDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(12);
+        for seed in 0..seeds {
+            differential(seed);
+        }
+    }
+
+    /// A staged call ends with its last batch sealed: the next append
+    /// starts a batch of its own, as after a flush on the map path.
+    #[test]
+    fn a_staged_call_ends_sealed() {
+        let limits = segments_of(8 << 20);
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let staged = PartitionLog::create(da.path(), topic(), 0, limits).unwrap();
+        let mapped = PartitionLog::create(db.path(), topic(), 0, limits).unwrap();
+        let values: Vec<Vec<u8>> = (0..300).map(|i| vec![i as u8; 1_000]).collect();
+        let call = || {
+            values
+                .iter()
+                .map(|v| (RecordParts::new(Some(b"k"), Some(v), &[]), 1_000))
+        };
+        let before = staged_writes();
+        staged.append(call(), |_, _| {}).unwrap();
+        assert!(staged_writes() > before, "staged");
+        let before = staged_writes();
+        mapped.append(call().filter(|_| true), |_, _| {}).unwrap();
+        assert_eq!(staged_writes(), before, "through the map");
+        assert!(
+            mapped.state.lock().active.open.is_some(),
+            "the map leaves a batch open"
+        );
+        assert!(
+            staged.state.lock().active.open.is_none(),
+            "staging does not"
+        );
+        mapped.flush().unwrap();
+        for log in [&staged, &mapped] {
+            let tail = [(RecordParts::new(Some(b"k"), Some(b"tail"), &[]), 1_000)];
+            log.append(tail, |_, _| {}).unwrap();
+        }
+        let (staged_dir, mapped_dir) = (staged.dir.clone(), mapped.dir.clone());
+        staged.close().unwrap();
+        mapped.close().unwrap();
+        assert!(segment_files(&staged_dir) == segment_files(&mapped_dir));
+    }
+
+    /// The value of the record at offset `o` in the tests below.
+    fn value_at(o: u64) -> Vec<u8> {
+        let len = match o % 7 {
+            0 => 100,
+            1 => 20_000,
+            2 => 70_000,
+            _ => 600 + (o % 1_500) as usize,
+        };
+        let mut v = vec![(o % 251) as u8; len];
+        v[..8].copy_from_slice(&o.to_be_bytes());
+        v
+    }
+
+    /// Readers (mostly near the log's end), syncs, seals and retention run
+    /// against a writer whose calls mostly stage: every record read is the
+    /// one written at its offset, and a reopen agrees.
+    #[test]
+    fn readers_see_only_whole_staged_records() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            segment_bytes: 3 << 20,
+            retention_bytes: Some(12 << 20),
+            ..LIMITS
+        };
+        let log = Arc::new(PartitionLog::create(dir.path(), topic(), 0, limits).unwrap());
+        let done = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for r in 0..2u64 {
+            let (log, done) = (log.clone(), done.clone());
+            threads.push(std::thread::spawn(move || {
+                let (mut rounds, mut x) = (0u64, r + 1);
+                while !done.load(Ordering::Relaxed) {
+                    let (start, end) = (log.start_offset(), log.end_offset());
+                    if end == 0 {
+                        continue;
+                    }
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let from = match x % 3 {
+                        0 => start + (x >> 20) % (end - start),
+                        _ => end.saturating_sub((x >> 20) % 50).max(start),
+                    };
+                    let read = match log.read(from, 200) {
+                        Ok(read) => read,
+                        // Retention moved the start past it.
+                        Err(crate::error::Error::OffsetOutOfRange { .. }) => continue,
+                        Err(e) => panic!("read from {from}: {e}"),
+                    };
+                    for (i, m) in read.iter().enumerate() {
+                        assert_eq!(m.offset(), from + i as u64);
+                        assert!(
+                            m.value() == Some(&value_at(m.offset())[..]),
+                            "value at {}",
+                            m.offset()
+                        );
+                    }
+                    rounds += 1;
+                }
+                rounds
+            }));
+        }
+        {
+            let (log, done) = (log.clone(), done.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut rounds = 0;
+                while !done.load(Ordering::Relaxed) {
+                    log.sync().unwrap();
+                    log.seal_if_idle(std::time::Duration::ZERO);
+                    rounds += 1;
+                }
+                rounds
+            }));
+        }
+        let started = std::time::Instant::now();
+        let (mut next, before) = (0u64, staged_writes());
+        while started.elapsed() < std::time::Duration::from_secs(2) {
+            let n = if next % 5 == 0 { 3 } else { 400 };
+            let values: Vec<Vec<u8>> = (next..next + n).map(value_at).collect();
+            let records = values
+                .iter()
+                .map(|v| (RecordParts::new(Some(b"k"), Some(v), &[]), 5));
+            next += n;
+            assert_eq!(log.append(records, |_, _| {}).unwrap(), next);
+        }
+        done.store(true, Ordering::Relaxed);
+        for t in threads {
+            assert!(t.join().unwrap() > 0, "every thread ran");
+        }
+        assert!(staged_writes() > before, "calls were staged");
+        drop(log);
+        let log = reopen_with(dir.path(), limits);
+        assert_eq!(log.end_offset(), next);
+        for m in &log.read(log.start_offset(), usize::MAX).unwrap() {
+            assert!(
+                m.value() == Some(&value_at(m.offset())[..]),
+                "value at {}",
+                m.offset()
+            );
+        }
+    }
+
+    /// A staged call that fails part way (no descriptor left to open the
+    /// segment's file or the next one's) leaves a consistent log: what it
+    /// wrote reads back, a retry appends the rest after it, and a reopen
+    /// finds the same.
+    #[test]
+    fn a_staged_call_failing_part_way_leaves_a_consistent_log() {
+        let limits = segments_of(300 * 1024);
+        let values: Vec<Vec<u8>> = (0..1_000u64)
+            .map(value_at)
+            .filter(|v| v.len() < 50_000)
+            .collect();
+        let call = |from: usize| {
+            values[from..]
+                .iter()
+                .map(|v| (RecordParts::new(Some(b"k"), Some(v), &[]), 5))
+        };
+        // The second segment's base offset, from a partition that does not
+        // fail.
+        let second = {
+            let d = tempfile::tempdir().unwrap();
+            let log = PartitionLog::create(d.path(), topic(), 0, limits).unwrap();
+            log.append(call(0), |_, _| {}).unwrap();
+            let st = log.state.lock();
+            st.closed
+                .get(1)
+                .map_or(st.active.seg.base_offset, |s| s.base_offset)
+        };
+        let next = |ext: &str| format!("{second:020}.{ext}");
+        let first = "00000000000000000000.log".to_string();
+        let cases = [
+            vec![next("log")],
+            vec![next("index")],
+            vec![first.clone()],
+            vec![first.clone(); 2],
+            vec![first; 3],
+            vec![next("log"); 2],
+        ];
+        let disarm = |fails: &[String]| {
+            for f in fails {
+                let _ = io::faults::take_open_failure(Path::new(f));
+            }
+        };
+        for (case, fails) in cases.iter().enumerate() {
+            let d = tempfile::tempdir().unwrap();
+            let log = PartitionLog::create(d.path(), topic(), 0, limits).unwrap();
+            for f in fails {
+                io::faults::fail_next_open(f);
+            }
+            let result = log.append(call(0), |_, _| {});
+            let end = log.end_offset();
+            let check = |log: &PartitionLog, n: u64| {
+                let read = log.read(0, usize::MAX).unwrap();
+                assert_eq!(read.len() as u64, n, "case {case}");
+                for (i, m) in read.iter().enumerate() {
+                    assert!(m.value() == Some(&values[i][..]), "case {case}: value {i}");
+                }
+            };
+            check(&log, end);
+            disarm(fails);
+            let total = match result {
+                Ok(_) => end,
+                Err(_) => log.append(call(end as usize), |_, _| {}).unwrap(),
+            };
+            assert_eq!(total, values.len() as u64, "case {case}");
+            check(&log, total);
+            drop(log);
+            check(&reopen_with(d.path(), limits), total);
+        }
     }
 }
