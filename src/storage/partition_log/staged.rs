@@ -440,6 +440,27 @@ pub(super) mod tests {
         files
     }
 
+    /// Asserts that `files` (from [`segment_files`]) are `reference`: the
+    /// same names, each with the same bytes; `how` says how the reference
+    /// was written.
+    fn assert_same_files(files: &[(String, Vec<u8>)], reference: &[(String, Vec<u8>)], how: &str) {
+        let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(files),
+            names(reference),
+            "the same segment files as {how}"
+        );
+        for ((name, got), (_, want)) in files.iter().zip(reference) {
+            let first_difference = got.iter().zip(want).position(|(a, b)| a != b);
+            assert!(
+                got.len() == want.len() && first_difference.is_none(),
+                "{name}: {} bytes against {} {how}, first difference at {first_difference:?}",
+                got.len(),
+                want.len()
+            );
+        }
+    }
+
     /// Appends `prefix` one record at a time, then `call` in one call that
     /// must take the staged path, and the same records one at a time into
     /// a second partition (flushed after them: a staged call ends sealed);
@@ -465,20 +486,12 @@ pub(super) mod tests {
         let (dir, reference_dir) = (log.dir.clone(), reference.dir.clone());
         drop((log, reference));
         let files = segment_files(&dir);
-        let reference = segment_files(&reference_dir);
         assert!(files.len() >= 3, "some segment files: {}", files.len());
-        let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-        assert_eq!(names(&files), names(&reference), "the same segment files");
-        for ((name, got), (_, want)) in files.iter().zip(&reference) {
-            let first_difference = got.iter().zip(want).position(|(a, b)| a != b);
-            assert!(
-                got.len() == want.len() && first_difference.is_none(),
-                "{name}: {} bytes against {} written one record at a time, first \
-                 difference at {first_difference:?}",
-                got.len(),
-                want.len()
-            );
-        }
+        assert_same_files(
+            &files,
+            &segment_files(&reference_dir),
+            "written one record at a time",
+        );
         check_mixed(&reopen_with(staged.path(), limits), &all);
     }
 
@@ -781,23 +794,11 @@ pub(super) mod tests {
         let (staged_dir, mapped_dir) = (staged.dir.clone(), mapped.dir.clone());
         staged.close().unwrap();
         mapped.close().unwrap();
-        let (files, want) = (segment_files(&staged_dir), segment_files(&mapped_dir));
-        let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-        assert_eq!(
-            names(&files),
-            names(&want),
-            "seed {seed}: the same segment files"
+        assert_same_files(
+            &segment_files(&staged_dir),
+            &segment_files(&mapped_dir),
+            &format!("through the map (seed {seed})"),
         );
-        for ((name, got), (_, want)) in files.iter().zip(&want) {
-            let first_difference = got.iter().zip(want).position(|(a, b)| a != b);
-            assert!(
-                got.len() == want.len() && first_difference.is_none(),
-                "seed {seed}: {name}: {} bytes against {} through the map, first difference \
-                 at {first_difference:?}",
-                got.len(),
-                want.len()
-            );
-        }
     }
 
     /// Random sequences of calls (value sizes at the thresholds, headers,
@@ -854,7 +855,11 @@ pub(super) mod tests {
         let (staged_dir, mapped_dir) = (staged.dir.clone(), mapped.dir.clone());
         staged.close().unwrap();
         mapped.close().unwrap();
-        assert!(segment_files(&staged_dir) == segment_files(&mapped_dir));
+        assert_same_files(
+            &segment_files(&staged_dir),
+            &segment_files(&mapped_dir),
+            "through the map, flushed after the call",
+        );
     }
 
     /// The value of the record at offset `o` in the tests below.
